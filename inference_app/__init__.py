@@ -1,0 +1,114 @@
+"""The inference service: on-demand model containers behind a JSON API and an HTMX dashboard."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from typing import Any, Mapping
+
+from flask import Flask
+from sqlalchemy import event
+
+from .config import ConfigError, Settings
+from .extensions import csrf, db, migrate
+
+PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def create_app(config_overrides: Mapping[str, Any] | None = None) -> Flask:
+    """Build the app: config -> extensions -> subsystems -> blueprints -> error handlers."""
+    app = Flask(
+        __name__,
+        instance_path=os.environ.get("INSTANCE_PATH") or os.path.join(PROJECT_ROOT, "instance"),
+        template_folder=os.path.join(PROJECT_ROOT, "templates"),
+        static_folder=os.path.join(PROJECT_ROOT, "static"),
+    )
+    settings, flask_config = _settings(app, config_overrides or {})
+    _configure(app, settings, flask_config)
+
+    from .logs import configure_logging
+
+    configure_logging(settings.log_level, settings.log_json)
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=os.path.join(PROJECT_ROOT, "migrations"))
+    csrf.init_app(app)
+    if settings.is_sqlite:
+        with app.app_context():
+            event.listen(db.engine, "connect", _sqlite_pragmas)
+
+    from .jobs import background
+    from .services import context
+
+    context.init_app(app, settings)
+    background.init_app(app, role="web" if settings.background_in_web else "worker")
+
+    from .api import bp as api_bp
+    from .api.health import bp as health_bp
+    from .dashboard import bp as dashboard_bp
+
+    csrf.exempt(api_bp)
+    app.register_blueprint(api_bp)
+    app.register_blueprint(health_bp)
+    app.register_blueprint(dashboard_bp)
+
+    from .api.errors import register_error_handlers
+    from .cli import register_commands
+
+    register_error_handlers(app)
+    register_commands(app)
+    return app
+
+
+def _settings(app: Flask, overrides: Mapping[str, Any]) -> tuple[Settings, dict[str, Any]]:
+    """Settings from the environment; overrides may name settings or raw Flask keys (TESTING...)."""
+    setting_names = set(Settings.__dataclass_fields__)
+    setting_overrides = {k.lower(): v for k, v in overrides.items() if k.lower() in setting_names}
+    flask_config = {k: v for k, v in overrides.items() if k.lower() not in setting_names}
+    bad = [k for k in flask_config if not k.isupper()]
+    if bad:
+        raise ConfigError(f"unknown settings: {', '.join(sorted(bad))}")
+    settings = Settings.from_env(instance_path=app.instance_path)
+    if setting_overrides:
+        settings = settings.with_overrides(setting_overrides)
+    return settings, flask_config
+
+
+def _configure(app: Flask, settings: Settings, flask_config: dict[str, Any]) -> None:
+    if settings.is_sqlite:
+        os.makedirs(app.instance_path, exist_ok=True)
+        engine_options = {"connect_args": {"timeout": 30, "check_same_thread": False}}
+    else:
+        engine_options = {"pool_size": 10, "max_overflow": 40, "pool_pre_ping": True, "pool_recycle": 1800}
+    app.config.update(
+        SQLALCHEMY_DATABASE_URI=settings.database_url,
+        SQLALCHEMY_ENGINE_OPTIONS=engine_options,
+        MAX_CONTENT_LENGTH=settings.max_request_bytes,
+        SECRET_KEY=settings.secret_key or _instance_secret(app),
+        WTF_CSRF_TIME_LIMIT=None,
+        JSON_SORT_KEYS=False,
+    )
+    app.config.update(flask_config)
+
+
+def _instance_secret(app: Flask) -> str:
+    """A random secret kept in the instance folder, shared by every worker on this host."""
+    path = os.path.join(app.instance_path, "secret_key")
+    os.makedirs(app.instance_path, exist_ok=True)
+    try:
+        with open(path) as handle:
+            return handle.read().strip()
+    except FileNotFoundError:
+        key = secrets.token_hex(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(key)
+        return key
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()

@@ -1,0 +1,7 @@
+"""JSON API blueprint: parse, call one service function, serialise."""
+
+from flask import Blueprint
+
+bp = Blueprint("api", __name__, url_prefix="/api")
+
+from . import models_routes, events_routes  # noqa: E402,F401  (routes attach to bp)

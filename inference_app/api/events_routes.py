@@ -1,0 +1,41 @@
+"""Lifecycle events: starts, stops, evictions and failures, newest first."""
+
+from __future__ import annotations
+
+from flask import jsonify, request
+from sqlalchemy import select
+
+from ..errors import InvalidInput
+from ..extensions import db
+from ..models import EventKind, ModelEvent
+from ..services import registry
+from . import bp
+from .params import int_arg
+from .serializers import event_to_dict
+
+KINDS = {v for k, v in vars(EventKind).items() if k.isupper()}
+
+
+@bp.get("/lifecycle-events")
+def lifecycle_events():
+    query = select(ModelEvent).order_by(ModelEvent.id.desc()).limit(int_arg("limit", 50, 1, 500))
+    kind = request.args.get("kind")
+    if kind:
+        if kind not in KINDS:
+            raise InvalidInput(f"kind must be one of {', '.join(sorted(KINDS))}", field="kind")
+        query = query.where(ModelEvent.kind == kind)
+    if request.args.get("model_id"):
+        query = query.where(ModelEvent.model_id == int_arg("model_id", 0))
+    return jsonify(items=[event_to_dict(e) for e in db.session.scalars(query)])
+
+
+@bp.get("/models/<int:model_id>/lifecycle-events")
+def model_lifecycle_events(model_id: int):
+    registry.get_model(model_id, include_deleted=True)
+    query = (
+        select(ModelEvent)
+        .where(ModelEvent.model_id == model_id)
+        .order_by(ModelEvent.id.desc())
+        .limit(int_arg("limit", 50, 1, 500))
+    )
+    return jsonify(items=[event_to_dict(e) for e in db.session.scalars(query)])

@@ -1,0 +1,177 @@
+"""Typed settings parsed from the environment, validated once in the factory."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Mapping
+
+
+class ConfigError(ValueError):
+    """A setting has a value the service cannot run with."""
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def parse_bool(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ConfigError(f"{name} must be one of true/false/1/0/yes/no/on/off, got {raw!r}")
+
+
+def parse_int(name: str, raw: str, minimum: int | None = None, maximum: int | None = None) -> int:
+    try:
+        value = int(raw.strip(), 10)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name} must be at most {maximum}, got {value}")
+    return value
+
+
+def parse_float(name: str, raw: str, minimum: float | None = None) -> float:
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ConfigError(f"{name} must be a finite number, got {raw!r}")
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def parse_choice(name: str, raw: str, choices: tuple[str, ...]) -> str:
+    value = raw.strip().lower()
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of the service, with its embedded default."""
+
+    database_url: str = ""
+    docker_host: str = ""
+    port: int = 8002
+    idle_timeout_seconds: int = 300
+    idle_check_interval_seconds: float = 5.0
+    reconcile_interval_seconds: float = 30.0
+    max_running_containers: int = 10
+    start_timeout_seconds: float = 60.0
+    infer_timeout_seconds: float = 120.0
+    stop_timeout_seconds: int = 5
+    max_request_bytes: int = 10 * 1024 * 1024
+    publish_host: str = "127.0.0.1"
+    docker_network: str = ""
+    container_prefix: str = "inference"
+    instance_name: str = "default"
+    default_memory: str = "512m"
+    max_memory: str = "4g"
+    default_cpus: float = 1.0
+    max_cpus: float = 2.0
+    pids_limit: int = 256
+    read_only_rootfs: bool = False
+    max_waiters_per_model: int = 500
+    queue_timeout_seconds: float = 60.0
+    run_background: str = "auto"
+    log_level: str = "INFO"
+    log_json: bool = False
+    secret_key: str = ""
+    example_model: bool = True
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, instance_path: str = "instance") -> "Settings":
+        """Read and validate settings; raise ConfigError naming the variable at fault."""
+        env = os.environ if environ is None else environ
+        known = {f.name.upper() for f in fields(cls)}
+        values: dict[str, Any] = {}
+
+        def get(name: str) -> str | None:
+            raw = env.get(name)
+            return None if raw is None or raw.strip() == "" else raw
+
+        for name in known:
+            raw = get(name)
+            if raw is None:
+                continue
+            values[name.lower()] = _PARSERS.get(name.lower(), lambda n, r: r.strip())(name, raw)
+        if "database_url" not in values:
+            values["database_url"] = "sqlite:///" + os.path.join(os.path.abspath(instance_path), "inference.db")
+        settings = cls(**values)
+        settings.check()
+        return settings
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> "Settings":
+        names = {f.name for f in fields(self)}
+        unknown = sorted(k for k in overrides if k.lower() not in names)
+        if unknown:
+            raise ConfigError(f"unknown settings: {', '.join(unknown)}")
+        updated = replace(self, **{k.lower(): v for k, v in overrides.items()})
+        updated.check()
+        return updated
+
+    def check(self) -> None:
+        if self.idle_timeout_seconds < 1:
+            raise ConfigError(f"IDLE_TIMEOUT_SECONDS must be at least 1, got {self.idle_timeout_seconds}")
+        if self.max_running_containers < 1:
+            raise ConfigError(f"MAX_RUNNING_CONTAINERS must be at least 1, got {self.max_running_containers}")
+        if not (self.database_url.startswith("sqlite") or self.database_url.startswith("postgresql")):
+            raise ConfigError(f"DATABASE_URL must be a sqlite:// or postgresql:// URL, got {self.database_url!r}")
+        from .runtime.resources import parse_memory
+
+        try:
+            parse_memory("DEFAULT_MEMORY", self.default_memory)
+            parse_memory("MAX_MEMORY", self.max_memory)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def background_in_web(self) -> bool:
+        """Whether the web process also runs the scheduler (the single-process SQLite form)."""
+        if self.run_background == "auto":
+            return self.is_sqlite
+        return self.run_background == "web"
+
+
+def _int(minimum: int, maximum: int | None = None):
+    return lambda name, raw: parse_int(name, raw, minimum, maximum)
+
+
+def _float(minimum: float):
+    return lambda name, raw: parse_float(name, raw, minimum)
+
+
+_PARSERS = {
+    "port": _int(1, 65535),
+    "idle_timeout_seconds": _int(1),
+    "idle_check_interval_seconds": _float(0.1),
+    "reconcile_interval_seconds": _float(1.0),
+    "max_running_containers": _int(1, 10_000),
+    "start_timeout_seconds": _float(0.5),
+    "infer_timeout_seconds": _float(0.5),
+    "stop_timeout_seconds": _int(0, 600),
+    "max_request_bytes": _int(1),
+    "default_cpus": _float(0.01),
+    "max_cpus": _float(0.01),
+    "pids_limit": _int(16),
+    "read_only_rootfs": parse_bool,
+    "max_waiters_per_model": _int(1),
+    "queue_timeout_seconds": _float(0.1),
+    "run_background": lambda n, r: parse_choice(n, r, ("auto", "web", "worker")),
+    "log_level": lambda n, r: parse_choice(n, r, ("debug", "info", "warning", "error")).upper(),
+    "log_json": parse_bool,
+    "example_model": parse_bool,
+}

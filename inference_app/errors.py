@@ -1,0 +1,87 @@
+"""The domain's exception family: each knows its HTTP status and error code."""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    """Base of every error a client may see; message is safe to show."""
+
+    status = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, *, retry_after: int | None = None, details: dict | None = None):
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+        self.details = details or {}
+
+
+class InvalidInput(ServiceError):
+    status = 400
+    code = "invalid_input"
+
+    def __init__(self, message: str, field: str | None = None, **kwargs):
+        super().__init__(message, **kwargs)
+        self.field = field
+        if field:
+            self.details.setdefault("field", field)
+
+
+class ModelNotFound(ServiceError):
+    status = 404
+    code = "model_not_found"
+
+
+class NotFound(ServiceError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(ServiceError):
+    status = 409
+    code = "conflict"
+
+
+class PayloadTooLarge(ServiceError):
+    status = 413
+    code = "payload_too_large"
+
+
+class ContainerFailed(ServiceError):
+    """The model's container exited, crashed or answered garbage."""
+
+    status = 502
+    code = "container_failed"
+
+
+class ImageMissing(ContainerFailed):
+    code = "image_not_found"
+
+
+class ModelUnreachable(ContainerFailed):
+    code = "model_unreachable"
+
+
+class EngineUnavailable(ServiceError):
+    status = 503
+    code = "engine_unavailable"
+
+
+class NoCapacity(ServiceError):
+    status = 503
+    code = "no_capacity"
+
+
+class QueueFull(ServiceError):
+    status = 503
+    code = "queue_full"
+
+
+class StartTimeout(ServiceError):
+    status = 504
+    code = "start_timeout"
+
+
+class InferenceTimeout(ServiceError):
+    status = 504
+    code = "inference_timeout"

@@ -1,0 +1,1 @@
+"""The Kafka listener (see docs/events.md)."""

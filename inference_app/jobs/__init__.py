@@ -1,0 +1,1 @@
+"""Scheduled work: idle shutdown and reconciliation."""

@@ -1,0 +1,159 @@
+"""The background role: the APScheduler jobs (idle shutdown, reconciliation) in one process.
+
+With PostgreSQL, any number of processes may run this role; a session-level advisory lock
+elects one active runner and the others stand by, taking over within LEADER_POLL seconds
+when it dies (its database session ends, and the lock with it).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from datetime import datetime
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from flask import Flask
+from sqlalchemy import text
+
+from ..errors import ServiceError
+from ..extensions import db
+from ..models import utcnow
+from . import idle, reconcile
+
+logger = logging.getLogger(__name__)
+
+LEADER_LOCK_KEY = 7_342_002
+LEADER_POLL = 5.0
+EXTENSION = "background"
+
+
+class BackgroundRunner:
+    """Runs the scheduled jobs for one app once started; never starts itself."""
+
+    def __init__(self, app: Flask, role: str):
+        self._app = app
+        self.role = role
+        self._scheduler: BackgroundScheduler | None = None
+        self._leader_conn = None
+        self._stop = threading.Event()
+        self.last_runs: dict[str, datetime] = {}
+        self.last_errors: dict[str, str] = {}
+
+    # -- the jobs --------------------------------------------------------------------------------
+    def _run(self, name: str, job) -> None:
+        with self._app.app_context():
+            try:
+                job()
+                self.last_errors.pop(name, None)
+            except ServiceError as exc:
+                db.session.rollback()
+                if self.last_errors.get(name) != exc.message:
+                    logger.warning("%s: %s", name, exc.message)
+                self.last_errors[name] = exc.message
+            except Exception as exc:
+                db.session.rollback()
+                logger.exception("%s failed", name)
+                self.last_errors[name] = exc.__class__.__name__
+            finally:
+                self.last_runs[name] = utcnow()
+                db.session.remove()
+
+    def run_idle(self) -> None:
+        self._run("idle_shutdown", idle.reap_idle)
+
+    def run_reconcile(self) -> None:
+        self._run("reconcile", reconcile.reconcile)
+
+    # -- starting and stopping ---------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the scheduler now (single-process form, no election)."""
+        settings = self._app.extensions["inference"].settings
+        self.run_reconcile()
+        scheduler = BackgroundScheduler(
+            daemon=True, job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 60}
+        )
+        scheduler.add_job(self.run_idle, "interval", seconds=settings.idle_check_interval_seconds, id="idle_shutdown")
+        scheduler.add_job(
+            self.run_reconcile, "interval", seconds=settings.reconcile_interval_seconds, id="reconcile"
+        )
+        scheduler.start()
+        self._scheduler = scheduler
+        logger.info(
+            "background jobs running in %s role: idle check every %ss, reconcile every %ss",
+            self.role, settings.idle_check_interval_seconds, settings.reconcile_interval_seconds,
+        )
+
+    def shutdown(self) -> None:
+        self._stop.set()
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=False)
+            self._scheduler = None
+
+    def run_forever(self) -> None:
+        """The worker role: win the election (PostgreSQL), run the jobs, stop when the lock is lost."""
+        with self._app.app_context():
+            postgres = db.engine.dialect.name == "postgresql"
+        if not postgres:
+            self.start()
+            self._stop.wait()
+            return
+        while not self._stop.is_set():
+            if not self._acquire_leadership():
+                self._stop.wait(LEADER_POLL)
+                continue
+            logger.info("this process is the active background runner")
+            self.start()
+            while not self._stop.wait(LEADER_POLL):
+                if not self._still_leader():
+                    logger.error("lost the background lock (database connection gone); standing by")
+                    self.shutdown()
+                    self._stop.clear()
+                    break
+
+    def _acquire_leadership(self) -> bool:
+        try:
+            with self._app.app_context():
+                if self._leader_conn is None:
+                    self._leader_conn = db.engine.raw_connection()
+                cursor = self._leader_conn.cursor()
+                cursor.execute("SELECT pg_try_advisory_lock(%s)", (LEADER_LOCK_KEY,))
+                won = bool(cursor.fetchone()[0])
+                self._leader_conn.commit()
+                return won
+        except Exception as exc:
+            logger.warning("background election failed: %s", exc.__class__.__name__)
+            self._drop_leader_conn()
+            return False
+
+    def _still_leader(self) -> bool:
+        try:
+            cursor = self._leader_conn.cursor()
+            cursor.execute("SELECT 1")
+            self._leader_conn.commit()
+            return True
+        except Exception:
+            self._drop_leader_conn()
+            return False
+
+    def _drop_leader_conn(self) -> None:
+        try:
+            if self._leader_conn is not None:
+                self._leader_conn.invalidate() if hasattr(self._leader_conn, "invalidate") else self._leader_conn.close()
+        except Exception:
+            pass
+        self._leader_conn = None
+
+    def describe(self) -> dict:
+        return {
+            "role": self.role,
+            "active": self._scheduler is not None,
+            "last_runs": {k: v.isoformat() for k, v in self.last_runs.items()},
+            "errors": dict(self.last_errors),
+        }
+
+
+def init_app(app: Flask, role: str) -> None:
+    app.extensions[EXTENSION] = BackgroundRunner(app, role)
+
+

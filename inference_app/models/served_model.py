@@ -1,0 +1,82 @@
+"""A registered model and the live state of its container."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, Float, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from ..extensions import db
+from .status import Status, check_transition
+from .types import UTCDateTime
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class ServedModel(db.Model):
+    __tablename__ = "models"
+    __table_args__ = (
+        UniqueConstraint("user_id", "model_name", "version", name="uq_models_identity"),
+        Index("ix_models_status", "status"),
+        Index("ix_models_user_id", "user_id", "id"),
+        Index("ix_models_model_name", "model_name", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(64))
+    model_name: Mapped[str] = mapped_column(String(128))
+    version: Mapped[str] = mapped_column(String(64), default="1")
+    image: Mapped[str] = mapped_column(String(512))
+    port: Mapped[int] = mapped_column(Integer, default=8080)
+    health_path: Mapped[str] = mapped_column(String(512), default="/health")
+    predict_path: Mapped[str] = mapped_column(String(512), default="/predict")
+    env: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    memory_bytes: Mapped[int | None] = mapped_column(Integer().with_variant(db.BigInteger(), "postgresql"))
+    cpus: Mapped[float | None] = mapped_column(Float)
+    idle_timeout_seconds: Mapped[int | None] = mapped_column(Integer)
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    status: Mapped[str] = mapped_column(String(16), default=Status.STOPPED.value)
+    status_changed_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    container_id: Mapped[str | None] = mapped_column(String(80))
+    container_host: Mapped[str | None] = mapped_column(String(255))
+    host_port: Mapped[int | None] = mapped_column(Integer)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    keep_warm: Mapped[bool] = mapped_column(Boolean, default=False)
+    lease_owner: Mapped[str | None] = mapped_column(String(80))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    @property
+    def state(self) -> Status:
+        return Status(self.status)
+
+    def move_to(self, target: Status, now: datetime | None = None) -> None:
+        """Apply one edge of the state machine; the caller holds the row lock."""
+        check_transition(self.state, target)
+        self.status = target.value
+        self.status_changed_at = now or utcnow()
+        if target is not Status.RUNNING:
+            self.host_port = None
+        if target in (Status.STOPPED, Status.FAILED):
+            self.container_id = None
+            self.container_host = None
+            self.host_port = None
+            self.started_at = None
+            self.lease_owner = None
+            self.lease_expires_at = None
+            self.keep_warm = False
+
+    def effective_idle_timeout(self, default: int) -> int:
+        return self.idle_timeout_seconds or default
+
+    def __repr__(self) -> str:
+        return f"<ServedModel {self.id} {self.user_id}/{self.model_name}:{self.version} {self.status}>"

@@ -1,0 +1,1 @@
+"""The Docker wrapper: containers, labels, ports, readiness."""

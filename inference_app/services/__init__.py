@@ -1,0 +1,1 @@
+"""The domain: registry, lifecycle, inference forwarding."""

@@ -1,0 +1,52 @@
+"""The per-process collaborators of the services, kept in app.extensions["inference"]."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+
+import urllib3
+from flask import Flask, current_app
+
+from ..config import Settings
+from ..runtime.engine import DockerEngine
+from .activity import Activity
+from .flights import Flights
+
+EXTENSION = "inference"
+
+
+@dataclass
+class InferenceContext:
+    """Nothing here opens a connection or a thread until first used, so it is fork-safe."""
+
+    settings: Settings
+    engine: DockerEngine
+    activity: Activity = field(default_factory=Activity)
+    flights: Flights = field(default_factory=lambda: Flights(500))
+    _http: urllib3.PoolManager | None = None
+    _http_pid: int = 0
+
+    @property
+    def http(self) -> urllib3.PoolManager:
+        """Pooled keep-alive connections to model containers, one pool per process."""
+        if self._http is None or self._http_pid != os.getpid():
+            self._http = urllib3.PoolManager(num_pools=256, maxsize=64, block=False, retries=False)
+            self._http_pid = os.getpid()
+        return self._http
+
+    @property
+    def owner(self) -> str:
+        """Who holds a lease: this process (pid changes after fork, so computed each time)."""
+        return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def init_app(app: Flask, settings: Settings) -> None:
+    app.extensions[EXTENSION] = InferenceContext(
+        settings=settings, engine=DockerEngine(settings), flights=Flights(settings.max_waiters_per_model)
+    )
+
+
+def context() -> InferenceContext:
+    return current_app.extensions[EXTENSION]

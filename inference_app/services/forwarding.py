@@ -1,0 +1,93 @@
+"""Forwarding an inference request to a model container and streaming its answer back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Mapping
+
+import urllib3
+
+from ..errors import ContainerFailed, InferenceTimeout, ModelUnreachable
+from ..runtime.engine import Endpoint
+
+FORWARDED_REQUEST_HEADERS = ("Content-Type", "Accept", "Accept-Encoding", "Content-Encoding", "User-Agent")
+RETURNED_RESPONSE_HEADERS = ("Content-Type", "Content-Encoding", "Content-Language", "Cache-Control", "ETag")
+BUFFER_LIMIT = 256 * 1024  # answers up to this size are read whole; larger or chunked ones stream
+CHUNK = 64 * 1024
+CONNECT_TIMEOUT = 2.0
+
+
+@dataclass
+class Upstream:
+    """The model's answer: status, the headers we pass on, and the body (whole or streamed)."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes | None
+    stream: Iterator[bytes] | None
+
+
+def forward(
+    http: urllib3.PoolManager,
+    endpoint: Endpoint,
+    path: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    request_id: str,
+    read_timeout: float,
+    query: str = "",
+) -> Upstream:
+    """POST body to the model; ModelUnreachable if nothing was sent, other errors otherwise."""
+    out = {name: headers[name] for name in FORWARDED_REQUEST_HEADERS if name in headers}
+    out["X-Request-ID"] = request_id
+    url = endpoint.base_url + path + (f"?{query}" if query else "")
+    try:
+        response = http.request(
+            "POST",
+            url,
+            body=body,
+            headers=out,
+            timeout=urllib3.Timeout(connect=CONNECT_TIMEOUT, read=read_timeout),
+            retries=False,
+            preload_content=False,
+            decode_content=False,
+        )
+    except (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError) as exc:
+        raise ModelUnreachable(f"could not connect to the model container: {exc.__class__.__name__}") from exc
+    except urllib3.exceptions.ReadTimeoutError as exc:
+        raise InferenceTimeout(f"the model did not answer within {read_timeout:g} s") from exc
+    except urllib3.exceptions.ProtocolError as exc:
+        if _refused(exc):
+            raise ModelUnreachable("the model container refused the connection") from exc
+        raise ContainerFailed(f"the model container broke the connection: {_reason(exc)}") from exc
+    except urllib3.exceptions.HTTPError as exc:
+        raise ContainerFailed(f"talking to the model container failed: {_reason(exc)}") from exc
+    passed = {name: response.headers[name] for name in RETURNED_RESPONSE_HEADERS if name in response.headers}
+    length = response.headers.get("Content-Length")
+    if length is not None and length.isdigit() and int(length) <= BUFFER_LIMIT:
+        try:
+            data = response.read()
+        except urllib3.exceptions.ReadTimeoutError as exc:
+            raise InferenceTimeout(f"the model did not answer within {read_timeout:g} s") from exc
+        except urllib3.exceptions.HTTPError as exc:
+            raise ContainerFailed(f"the model's answer was cut off: {_reason(exc)}") from exc
+        finally:
+            response.release_conn()
+        return Upstream(response.status, passed, data, None)
+    return Upstream(response.status, passed, None, _stream(response))
+
+
+def _stream(response) -> Iterator[bytes]:
+    try:
+        yield from response.stream(CHUNK, decode_content=False)
+    finally:
+        response.release_conn()
+
+
+def _refused(exc: Exception) -> bool:
+    cause = exc.args[1] if len(exc.args) > 1 else None
+    return isinstance(cause, ConnectionRefusedError)
+
+
+def _reason(exc: Exception) -> str:
+    return exc.__class__.__name__

@@ -1,0 +1,135 @@
+"""Inference: make sure the model is ready, forward the request, account for the activity."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Iterator, Mapping
+
+from ..errors import ModelUnreachable, QueueFull
+from ..extensions import db
+from ..models import ServedModel
+from . import lifecycle
+from .context import context
+from .forwarding import forward
+
+logger = logging.getLogger(__name__)
+
+SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+STOP_WAIT_POLL = 0.05
+
+
+def request_id_from(incoming: str | None) -> str:
+    """The caller's X-Request-ID if it is safe to log and forward, else a fresh one."""
+    if incoming and SAFE_REQUEST_ID.match(incoming):
+        return incoming
+    return uuid.uuid4().hex
+
+
+@dataclass
+class InferenceResult:
+    status: int
+    headers: dict[str, str]
+    body: bytes | None
+    stream: Iterator[bytes] | None
+    cold: bool
+    waited_s: float
+    model_id: int
+    version: str
+
+
+def infer(
+    model: ServedModel, body: bytes, headers: Mapping[str, str], request_id: str, query: str = ""
+) -> InferenceResult:
+    """Forward one inference request, starting the model's container first if needed."""
+    ctx = context()
+    model_id = model.id
+    _enter(model)
+    done = False
+    try:
+        result = _infer_entered(model, body, headers, request_id, query)
+        if result.stream is not None:
+            result.stream = _leave_after(result.stream, model_id)
+            done = True  # the stream's end leaves
+        return result
+    finally:
+        if not done:
+            _leave(model_id)
+
+
+def _enter(model: ServedModel) -> None:
+    """Count the request in; while a stopper holds the model, wait for the stop to finish."""
+    ctx = context()
+    deadline = time.monotonic() + ctx.settings.queue_timeout_seconds
+    waited = False
+    while not ctx.activity.enter(model.id):
+        if time.monotonic() > deadline:
+            raise QueueFull("the model is being stopped; try again", retry_after=2)
+        waited = True
+        time.sleep(STOP_WAIT_POLL)
+    if waited:
+        db.session.refresh(model)  # it was stopped while we waited
+
+
+def _leave(model_id: int) -> None:
+    ctx = context()
+    ctx.activity.leave(model_id)
+    try:
+        ctx.activity.record_use(model_id)
+    except Exception:  # bookkeeping must never turn an answered request into an error
+        db.session.rollback()
+        logger.exception("could not record the last use of model %s", model_id)
+
+
+def _leave_after(stream: Iterator[bytes], model_id: int) -> Iterator[bytes]:
+    from flask import current_app
+
+    app = current_app._get_current_object()
+    try:
+        yield from stream
+    finally:
+        with app.app_context():
+            _leave(model_id)
+
+
+def _infer_entered(model: ServedModel, body: bytes, headers, request_id: str, query: str) -> InferenceResult:
+    ctx = context()
+    cold = False
+    waited = 0.0
+    for attempt in (1, 2):
+        readiness = lifecycle.ensure_ready(model)
+        cold = cold or readiness.cold
+        waited += readiness.waited_s
+        predict_path = model.predict_path
+        db.session.commit()  # no transaction stays open while the model computes
+        try:
+            upstream = forward(
+                ctx.http,
+                readiness.endpoint,
+                predict_path,
+                body,
+                headers,
+                request_id,
+                ctx.settings.infer_timeout_seconds,
+                query,
+            )
+        except ModelUnreachable:
+            if attempt == 2 or not lifecycle.report_unreachable(model.id, readiness.endpoint):
+                raise
+            logger.info("model %s was gone; starting it again for request %s", model.id, request_id)
+            db.session.refresh(model)
+            continue
+        return InferenceResult(
+            status=upstream.status,
+            headers=upstream.headers,
+            body=upstream.body,
+            stream=upstream.stream,
+            cold=cold,
+            waited_s=waited,
+            model_id=model.id,
+            version=model.version,
+        )
+    raise AssertionError("unreachable")

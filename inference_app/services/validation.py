@@ -1,0 +1,184 @@
+"""Validation of a model registration: the one contract the API and the Kafka listener share."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from ..config import Settings
+from ..errors import InvalidInput
+from ..runtime.resources import parse_memory
+
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+NAME_LIMITS = {"user_id": 64, "model_name": 128, "version": 64}
+# registry host[:port]/path[:tag][@digest], lower-case path components as Docker requires
+IMAGE_REF = re.compile(
+    r"^(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+    r"(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$"
+)
+PATH = re.compile(r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*$")
+ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+MAX_ENV_ENTRIES = 100
+MAX_ENV_VALUE = 4096
+MAX_METADATA_BYTES = 16 * 1024
+MAX_IDLE_TIMEOUT = 7 * 24 * 3600
+
+REQUIRED = ("user_id", "model_name", "image")
+OPTIONAL = (
+    "version",
+    "port",
+    "health_path",
+    "predict_path",
+    "env",
+    "memory",
+    "cpus",
+    "idle_timeout_seconds",
+    "metadata",
+)
+FIELDS = REQUIRED + OPTIONAL
+
+
+@dataclass
+class Registration:
+    """A validated registration, ready for the registry to apply."""
+
+    user_id: str
+    model_name: str
+    image: str
+    version: str = "1"
+    port: int = 8080
+    health_path: str = "/health"
+    predict_path: str = "/predict"
+    env: dict[str, str] = field(default_factory=dict)
+    memory_bytes: int | None = None
+    cpus: float | None = None
+    idle_timeout_seconds: int | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def safe_name(name: str, value: Any, required: bool = True) -> str:
+    if value is None or value == "":
+        if required:
+            raise InvalidInput(f"{name} is required", field=name)
+        return ""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise InvalidInput(f"{name} must be a string", field=name)
+    value = str(value)
+    limit = NAME_LIMITS[name]
+    if len(value) > limit:
+        raise InvalidInput(f"{name} must be at most {limit} characters, got {len(value)}", field=name)
+    if not SAFE_NAME.match(value):
+        raise InvalidInput(
+            f"{name} may contain only letters, digits, '.', '_' and '-', and must start with a letter or digit",
+            field=name,
+        )
+    return value
+
+
+def _int(name: str, value: Any, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput(f"{name} must be a whole number", field=name)
+    if not low <= value <= high:
+        raise InvalidInput(f"{name} must be between {low} and {high}, got {value}", field=name)
+    return value
+
+
+def _path(name: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise InvalidInput(f"{name} must be a string starting with '/'", field=name)
+    if len(value) > 512 or not PATH.match(value) or "/../" in value + "/" or "//" in value:
+        raise InvalidInput(f"{name} must be a URL path starting with '/' without spaces or '..', got {value!r}"[:300], field=name)
+    return value
+
+
+def _env(value: Any) -> dict[str, str]:
+    if not isinstance(value, dict):
+        raise InvalidInput("env must be an object of string keys to string values", field="env")
+    if len(value) > MAX_ENV_ENTRIES:
+        raise InvalidInput(f"env may hold at most {MAX_ENV_ENTRIES} entries", field="env")
+    result = {}
+    for key, val in value.items():
+        if not isinstance(key, str) or len(key) > 128 or not ENV_KEY.match(key):
+            raise InvalidInput(f"env key {str(key)[:64]!r} must be a letter or '_' followed by letters, digits or '_'", field="env")
+        if isinstance(val, bool) or not isinstance(val, (str, int, float)):
+            raise InvalidInput(f"env value of {key} must be a string", field="env")
+        val = str(val)
+        if len(val) > MAX_ENV_VALUE or "\x00" in val:
+            raise InvalidInput(f"env value of {key} must be at most {MAX_ENV_VALUE} characters without NUL", field="env")
+        result[key] = val
+    return result
+
+
+def validate_registration(data: Any, settings: Settings, keep_unknown: bool = False) -> Registration:
+    """Check a registration body; raise InvalidInput naming the first field at fault.
+
+    keep_unknown: the Kafka contract keeps unknown fields in metadata; the API refuses them.
+    """
+    if not isinstance(data, Mapping):
+        raise InvalidInput("the body must be a JSON object")
+    unknown = [k for k in data if k not in FIELDS]
+    if unknown and not keep_unknown:
+        raise InvalidInput(f"unknown field {unknown[0]!r}; allowed: {', '.join(FIELDS)}", field=str(unknown[0])[:64])
+    reg = Registration(
+        user_id=safe_name("user_id", data.get("user_id")),
+        model_name=safe_name("model_name", data.get("model_name")),
+        image=_image(data.get("image")),
+    )
+    if data.get("version") is not None:
+        reg.version = safe_name("version", data["version"])
+    if data.get("port") is not None:
+        reg.port = _int("port", data["port"], 1, 65535)
+    if data.get("health_path") is not None:
+        reg.health_path = _path("health_path", data["health_path"])
+    if data.get("predict_path") is not None:
+        reg.predict_path = _path("predict_path", data["predict_path"])
+    if data.get("env") is not None:
+        reg.env = _env(data["env"])
+    if data.get("memory") is not None:
+        reg.memory_bytes = _memory(data["memory"], settings)
+    if data.get("cpus") is not None:
+        reg.cpus = _cpus(data["cpus"], settings)
+    if data.get("idle_timeout_seconds") is not None:
+        reg.idle_timeout_seconds = _int("idle_timeout_seconds", data["idle_timeout_seconds"], 1, MAX_IDLE_TIMEOUT)
+    metadata = data.get("metadata")
+    if metadata is not None and not isinstance(metadata, dict):
+        raise InvalidInput("metadata must be an object", field="metadata")
+    reg.metadata = dict(metadata or {})
+    if keep_unknown:
+        for key in unknown:
+            reg.metadata.setdefault(str(key)[:128], data[key])
+    if len(json.dumps(reg.metadata, default=str)) > MAX_METADATA_BYTES:
+        raise InvalidInput(f"metadata must be at most {MAX_METADATA_BYTES} bytes of JSON", field="metadata")
+    return reg
+
+
+def _image(value: Any) -> str:
+    if value is None or value == "":
+        raise InvalidInput("image is required", field="image")
+    if not isinstance(value, str):
+        raise InvalidInput("image must be a string", field="image")
+    if len(value) > 512 or not IMAGE_REF.match(value):
+        raise InvalidInput(f"image {value[:100]!r} is not a valid image reference (like registry/name:tag)", field="image")
+    return value
+
+
+def _memory(value: Any, settings: Settings) -> int:
+    try:
+        amount = parse_memory("memory", value)
+    except ValueError as exc:
+        raise InvalidInput(str(exc), field="memory") from None
+    maximum = parse_memory("MAX_MEMORY", settings.max_memory)
+    if amount > maximum:
+        raise InvalidInput(f"memory must be at most {settings.max_memory} on this service", field="memory")
+    return amount
+
+
+def _cpus(value: Any, settings: Settings) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise InvalidInput("cpus must be a positive number", field="cpus")
+    if value > settings.max_cpus:
+        raise InvalidInput(f"cpus must be at most {settings.max_cpus} on this service", field="cpus")
+    return float(value)
