@@ -25,6 +25,7 @@ def create_app(config_overrides: Mapping[str, Any] | None = None) -> Flask:
     )
     settings, flask_config = _settings(app, config_overrides or {})
     _configure(app, settings, flask_config)
+    app.json.sort_keys = False
 
     from .logs import configure_logging
 
@@ -86,7 +87,6 @@ def _configure(app: Flask, settings: Settings, flask_config: dict[str, Any]) -> 
         MAX_CONTENT_LENGTH=settings.max_request_bytes,
         SECRET_KEY=settings.secret_key or _instance_secret(app),
         WTF_CSRF_TIME_LIMIT=None,
-        JSON_SORT_KEYS=False,
     )
     app.config.update(flask_config)
 

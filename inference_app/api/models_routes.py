@@ -56,7 +56,7 @@ def start_model(model_id: int):
     wait = bool_arg("wait", True)
     model = registry.get_model(model_id)
     readiness = lifecycle.request_start(model, wait=wait, keep_warm=keep_warm)
-    model = registry.get_model(model_id)
+    model = registry.get_model(model_id, fresh=True)
     response = jsonify(model_to_dict(model, _idle_default()))
     if readiness is None:
         response.status_code = 202

@@ -24,7 +24,7 @@ STOP_WAIT_POLL = 0.05
 
 def request_id_from(incoming: str | None) -> str:
     """The caller's X-Request-ID if it is safe to log and forward, else a fresh one."""
-    if incoming and SAFE_REQUEST_ID.match(incoming):
+    if incoming and SAFE_REQUEST_ID.fullmatch(incoming):
         return incoming
     return uuid.uuid4().hex
 

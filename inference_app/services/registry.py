@@ -78,9 +78,9 @@ def _find(user_id: str, model_name: str, version: str) -> ServedModel | None:
     )
 
 
-def get_model(model_id: int, include_deleted: bool = False) -> ServedModel:
-    """The model with its live status; ModelNotFound otherwise."""
-    model = db.session.get(ServedModel, model_id)
+def get_model(model_id: int, include_deleted: bool = False, fresh: bool = False) -> ServedModel:
+    """The model with its live status; ModelNotFound otherwise. fresh: re-read the row."""
+    model = db.session.get(ServedModel, model_id, populate_existing=fresh)
     if model is None or (model.deleted_at is not None and not include_deleted):
         raise ModelNotFound(f"no model with id {model_id}")
     return model

@@ -70,7 +70,7 @@ def safe_name(name: str, value: Any, required: bool = True) -> str:
     limit = NAME_LIMITS[name]
     if len(value) > limit:
         raise InvalidInput(f"{name} must be at most {limit} characters, got {len(value)}", field=name)
-    if not SAFE_NAME.match(value):
+    if not SAFE_NAME.fullmatch(value):
         raise InvalidInput(
             f"{name} may contain only letters, digits, '.', '_' and '-', and must start with a letter or digit",
             field=name,
@@ -89,7 +89,7 @@ def _int(name: str, value: Any, low: int, high: int) -> int:
 def _path(name: str, value: Any) -> str:
     if not isinstance(value, str):
         raise InvalidInput(f"{name} must be a string starting with '/'", field=name)
-    if len(value) > 512 or not PATH.match(value) or "/../" in value + "/" or "//" in value:
+    if len(value) > 512 or not PATH.fullmatch(value) or "/../" in value + "/" or "//" in value:
         raise InvalidInput(f"{name} must be a URL path starting with '/' without spaces or '..', got {value!r}"[:300], field=name)
     return value
 
@@ -101,7 +101,7 @@ def _env(value: Any) -> dict[str, str]:
         raise InvalidInput(f"env may hold at most {MAX_ENV_ENTRIES} entries", field="env")
     result = {}
     for key, val in value.items():
-        if not isinstance(key, str) or len(key) > 128 or not ENV_KEY.match(key):
+        if not isinstance(key, str) or len(key) > 128 or not ENV_KEY.fullmatch(key):
             raise InvalidInput(f"env key {str(key)[:64]!r} must be a letter or '_' followed by letters, digits or '_'", field="env")
         if isinstance(val, bool) or not isinstance(val, (str, int, float)):
             raise InvalidInput(f"env value of {key} must be a string", field="env")
@@ -160,7 +160,7 @@ def _image(value: Any) -> str:
         raise InvalidInput("image is required", field="image")
     if not isinstance(value, str):
         raise InvalidInput("image must be a string", field="image")
-    if len(value) > 512 or not IMAGE_REF.match(value):
+    if len(value) > 512 or not IMAGE_REF.fullmatch(value):
         raise InvalidInput(f"image {value[:100]!r} is not a valid image reference (like registry/name:tag)", field="image")
     return value
 

@@ -1,0 +1,30 @@
+# Two commands matter: `make run` (the service on its embedded defaults) and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test test-fast bench lint venv clean
+
+$(STAMP): requirements.txt requirements-dev.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/pip install -q --disable-pip-version-check -r requirements-dev.txt
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+run: $(STAMP)
+	@bash scripts/run.sh
+
+test: $(STAMP)
+	@bash scripts/test.sh
+
+bench: $(STAMP)
+	@bash scripts/bench.sh
+
+lint: $(STAMP)
+	@$(BIN)/ruff check inference_app tests bench
+	@$(BIN)/ruff format --check inference_app tests bench
+
+clean:
+	rm -rf $(VENV) instance .pytest_cache test-artifacts

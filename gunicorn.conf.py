@@ -1,0 +1,34 @@
+"""gunicorn settings for an I/O-bound proxy: threads, and timeouts longer than any cold start."""
+
+import logging
+import os
+
+from inference_app.config import ConfigError, Settings
+
+try:
+    _settings = Settings.from_env()
+except ConfigError as exc:  # same message the app would give, before any worker boots
+    raise SystemExit(f"configuration error: {exc}") from None
+
+bind = f"{os.environ.get('BIND_HOST', '127.0.0.1')}:{_settings.port}"
+worker_class = "gthread"
+threads = int(os.environ.get("GUNICORN_THREADS", "32"))
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+if _settings.is_sqlite and workers != 1:
+    logging.getLogger("gunicorn.error").warning(
+        "SQLite database: running 1 web worker instead of %s (set DATABASE_URL to PostgreSQL for more)", workers
+    )
+    workers = 1
+preload_app = False  # no threads or connections may cross a fork
+timeout = int(_settings.start_timeout_seconds + _settings.queue_timeout_seconds + _settings.infer_timeout_seconds + 30)
+graceful_timeout = 30
+keepalive = 75
+accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
+
+
+def post_worker_init(worker):
+    """In the single-process form (SQLite), the one web worker also runs the background jobs."""
+    app = worker.wsgi
+    runner = app.extensions.get("background") if hasattr(app, "extensions") else None
+    if runner is not None and runner.role == "web":
+        runner.start()

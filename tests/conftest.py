@@ -1,0 +1,172 @@
+"""Fixtures in the manner of Flask's tutorial: app, client, runner, built by the factory.
+
+Everything is real: PostgreSQL (TEST_DATABASE_URL, provisioned by `make test`), the Docker
+engine and the test images from scripts/build-images.sh. Each test gets clean tables and
+its containers are removed by label afterwards; their logs are printed only on failure.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Any
+
+import docker
+import pytest
+from sqlalchemy import text
+from werkzeug.serving import make_server
+
+from inference_app import create_app
+from inference_app.extensions import db
+from inference_app.runtime import labels
+
+PG_URL = os.environ.get("TEST_DATABASE_URL", "")
+INSTANCE = f"pytest{os.getpid()}"
+
+ECHO = "inference-test/echo:1"
+NEVER_HEALTHY = "inference-test/never-healthy:1"
+CRASH = "inference-test/crash:1"
+SLOW = "inference-test/slow:1"
+IRIS = "inference-examples/iris:1"
+
+BASE_SETTINGS: dict[str, Any] = {
+    "database_url": PG_URL,
+    "instance_name": INSTANCE,
+    "container_prefix": "itest",
+    "start_timeout_seconds": 20.0,
+    "infer_timeout_seconds": 30.0,
+    "queue_timeout_seconds": 20.0,
+    "stop_timeout_seconds": 1,
+    "max_request_bytes": 64 * 1024,
+    "default_memory": "64m",
+    "run_background": "worker",
+    "TESTING": True,
+}
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "settings(**kw): settings overrides for the app fixture")
+    if not PG_URL:
+        raise pytest.UsageError("TEST_DATABASE_URL is not set: run the suite with `make test`, which provisions it")
+
+
+@pytest.fixture(scope="session")
+def docker_client():
+    client = docker.from_env()
+    client.ping()
+    yield client
+    _remove_containers(client)
+
+
+def _remove_containers(client) -> None:
+    for container in client.containers.list(all=True, filters={"label": f"{labels.INSTANCE}={INSTANCE}"}):
+        try:
+            container.remove(force=True)
+        except docker.errors.NotFound:
+            pass
+
+
+@pytest.fixture(scope="session")
+def database():
+    """A schema built by the migrations (flask db upgrade), never by create_all."""
+    from flask_migrate import upgrade
+
+    app = create_app(BASE_SETTINGS)
+    with app.app_context():
+        with db.engine.begin() as conn:
+            conn.execute(text("DROP SCHEMA public CASCADE"))
+            conn.execute(text("CREATE SCHEMA public"))
+        upgrade()
+        db.engine.dispose()
+    return PG_URL
+
+
+def _truncate() -> None:
+    names = ", ".join(t.name for t in db.metadata.sorted_tables)
+    db.session.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+    db.session.commit()
+
+
+@pytest.fixture
+def app(database, docker_client, request):
+    marker = request.node.get_closest_marker("settings")
+    overrides = dict(BASE_SETTINGS)
+    if marker:
+        overrides.update(marker.kwargs)
+    app = create_app(overrides)
+    with app.app_context():
+        _truncate()
+    yield app
+    _remove_containers(docker_client)
+    with app.app_context():
+        db.session.remove()
+        _truncate()
+        db.engine.dispose()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+@pytest.fixture
+def live_server(app):
+    """The app behind a real threaded HTTP server, for concurrent clients."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+@pytest.fixture
+def register(client):
+    def _register(**fields) -> dict:
+        body = {"user_id": "alice", "model_name": "echo", "image": ECHO}
+        body.update(fields)
+        response = client.post("/api/models", json=body)
+        assert response.status_code in (200, 201), response.get_json()
+        return response.get_json()
+
+    return _register
+
+
+def managed_containers(client, model_id: int | None = None, all_states: bool = True) -> list:
+    label = [f"{labels.INSTANCE}={INSTANCE}"]
+    if model_id is not None:
+        label.append(f"{labels.MODEL_ID}={model_id}")
+    return client.containers.list(all=all_states, filters={"label": label})
+
+
+def created_since(client, since: float, model_id: int | None = None) -> int:
+    """How many managed containers Docker says were created since `since` (from its event log)."""
+    label = [f"{labels.INSTANCE}={INSTANCE}"]
+    if model_id is not None:
+        label.append(f"{labels.MODEL_ID}={model_id}")
+    events = client.events(
+        since=int(since) - 1,
+        until=int(time.time()) + 1,
+        filters={"type": "container", "event": "create", "label": label},
+        decode=True,
+    )
+    return sum(1 for e in events if e.get("timeNano", 0) >= since * 1e9)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call" and report.failed:
+        try:
+            client = docker.from_env()
+            for container in managed_containers(client):
+                logs = container.logs(tail=30).decode(errors="replace")
+                report.sections.append((f"container {container.name} ({container.status})", logs))
+        except Exception as exc:  # diagnostics must not hide the failure
+            report.sections.append(("container logs", f"unavailable: {exc}"))
