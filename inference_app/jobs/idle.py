@@ -55,7 +55,7 @@ def reap_idle(now: datetime | None = None) -> list[int]:
         if not ctx.activity.try_hold(model.id):
             continue  # a request arrived: it is not idle any more
         try:
-            if _claim_idle(model.id, default):
+            if _claim_idle(model.id, default, now):
                 lifecycle._finish_stop(model.id, EventKind.IDLE_STOPPED, detail="idle timeout", release=False)
                 stopped.append(model.id)
         except ServiceError as exc:
@@ -65,12 +65,11 @@ def reap_idle(now: datetime | None = None) -> list[int]:
     return stopped
 
 
-def _claim_idle(model_id: int, default_timeout: int) -> bool:
+def _claim_idle(model_id: int, default_timeout: int, now: datetime) -> bool:
     """Re-check under the lock and move to STOPPING; False if it was used meanwhile."""
     ctx = context()
     with claim_transaction():
         model = locked_model(model_id, include_deleted=True)
-        now = utcnow()
         if not should_stop(
             model.last_used_at,
             model.started_at,
