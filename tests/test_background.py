@@ -12,6 +12,7 @@ from inference_app.extensions import db
 from inference_app.jobs.idle import reap_idle
 from inference_app.jobs.reconcile import reconcile
 from inference_app.models import ServedModel, utcnow
+from inference_app.services.context import context
 
 
 def status_of(client, model_id):
@@ -24,6 +25,7 @@ def test_idle_model_is_stopped_and_recorded(app, client, register, docker_client
     assert client.post(f"/api/models/{model['id']}/infer", json={}).status_code == 200
     with app.app_context():
         assert reap_idle() == []  # just used
+        context().activity.flush()  # what the flusher thread does every half second
         assert reap_idle(now=utcnow() + timedelta(seconds=3)) == [model["id"]]
     assert status_of(client, model["id"]) == "stopped"
     assert managed_containers(docker_client, model["id"]) == []
@@ -56,6 +58,10 @@ def test_long_request_is_never_cut_by_idle_shutdown(app, client, register, live_
     caller.start()
     stopped_during = []
     with app.app_context():
+        deadline = time.monotonic() + 5
+        while context().activity.in_flight(model["id"]) == 0:
+            assert time.monotonic() < deadline, "the request never arrived"
+            time.sleep(0.01)
         while caller.is_alive():
             stopped_during += reap_idle(now=utcnow() + timedelta(seconds=30))
             db.session.remove()
@@ -65,6 +71,7 @@ def test_long_request_is_never_cut_by_idle_shutdown(app, client, register, live_
     assert outcome["response"].status_code == 200 and outcome["response"].json() == {"slept": 4}
     with app.app_context():
         assert reap_idle() == []  # the clock restarted when the request ended
+        context().activity.flush()
         assert reap_idle(now=utcnow() + timedelta(seconds=3)) == [model["id"]]
 
 
@@ -100,3 +107,4 @@ def test_reconcile_adopts_removes_orphans_and_notices_vanished(app, client, regi
     assert client.post(f"/api/models/{forgotten['id']}/infer", json={"a": 1}).headers["X-Cold-Start"] == "false"
     assert managed_containers(docker_client, killed["id"]) == []
     assert [c.name for c in managed_containers(docker_client) if "orphan" in c.name] == []
+

@@ -17,7 +17,7 @@ from ..services.context import context
 
 logger = logging.getLogger(__name__)
 
-GRACE = timedelta(seconds=FLUSH_INTERVAL)  # last use is persisted at most once a second
+GRACE = timedelta(seconds=FLUSH_INTERVAL)  # last use reaches the database within this interval
 
 
 def should_stop(
@@ -49,7 +49,8 @@ def reap_idle(now: datetime | None = None) -> list[int]:
     db.session.commit()
     stopped = []
     for model in running:
-        facts = (model.last_used_at, model.started_at, now, model.effective_idle_timeout(default))
+        used = max(filter(None, (model.last_used_at, ctx.activity.last_used(model.id))), default=None)
+        facts = (used, model.started_at, now, model.effective_idle_timeout(default))
         if not should_stop(*facts, ctx.activity.in_flight(model.id), model.state, model.keep_warm):
             continue
         if not ctx.activity.try_hold(model.id):

@@ -1,55 +1,80 @@
 """Inference activity: requests in flight and when each model was last used.
 
-Only inference counts as activity. A model with a request in flight cannot be claimed for
-stopping (idle shutdown or eviction) until the request ends; a stopper that holds a model
-makes new requests wait for the stop to finish and start the model again.
+Only inference counts as activity. A model with a request in flight, in any process, cannot
+be held for stopping (idle shutdown or eviction); while a stopper holds a model, new requests
+wait for the stop to finish and then start it again.
 
-The last-use time is written to the database at most once a second per model per process,
-so the hot path does not write on every request; idle decisions add that second as grace.
+Within one process the ledger is in memory. With PostgreSQL, each process also takes a
+shared advisory lock per model while it has requests in flight (kept for LINGER seconds
+after the last one, so a busy model costs no round trip per request), and a stopper must
+win the exclusive lock: the database itself arbitrates between processes and replicas.
+
+Last-use times are written by a small flusher thread (per process, started on first use,
+never at import or in the factory) every FLUSH_INTERVAL, not on every request; idle
+verdicts add that interval as grace.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
 import time
-from contextlib import contextmanager
 from datetime import datetime
 
 from sqlalchemy import update
+from sqlalchemy.engine import Engine
 
-from ..extensions import db
 from ..models import ServedModel, utcnow
 
-FLUSH_INTERVAL = 1.0
+logger = logging.getLogger(__name__)
+
+FLUSH_INTERVAL = 0.5
+LINGER = 1.0
+LOCK_NAMESPACE = 7_342  # first key of the two-key advisory locks: (namespace, model id)
 
 
 class Activity:
-    """In-process ledger of in-flight requests and exclusive (stopping) claims."""
+    """In-process ledger of in-flight requests and stopping holds."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._in_flight: dict[int, int] = {}
         self._held: set[int] = set()
         self._last_used: dict[int, datetime] = {}
-        self._flushed_at: dict[int, float] = {}
+        self._last_leave: dict[int, float] = {}
+        self._dirty: set[int] = set()
+        self._engine: Engine | None = None
+        self._flusher: threading.Thread | None = None
+        self._pid = os.getpid()
 
+    # -- requests ------------------------------------------------------------------------------
     def enter(self, model_id: int) -> bool:
-        """Count a request in; False when a stopper holds the model (caller waits, then retries)."""
+        """Count a request in; False while a stopper holds the model (the caller waits and retries)."""
         with self._lock:
             if model_id in self._held:
                 return False
             self._in_flight[model_id] = self._in_flight.get(model_id, 0) + 1
-            return True
+        if not self._share(model_id):
+            with self._lock:
+                self._decrement(model_id)
+            return False
+        return True
 
     def leave(self, model_id: int) -> None:
         now = utcnow()
         with self._lock:
-            left = self._in_flight.get(model_id, 0) - 1
-            if left > 0:
-                self._in_flight[model_id] = left
-            else:
-                self._in_flight.pop(model_id, None)
+            self._decrement(model_id)
             self._last_used[model_id] = now
+            self._last_leave[model_id] = time.monotonic()
+            self._dirty.add(model_id)
+
+    def _decrement(self, model_id: int) -> None:
+        left = self._in_flight.get(model_id, 0) - 1
+        if left > 0:
+            self._in_flight[model_id] = left
+        else:
+            self._in_flight.pop(model_id, None)
 
     def in_flight(self, model_id: int) -> int:
         with self._lock:
@@ -59,44 +84,181 @@ class Activity:
         with self._lock:
             return sum(self._in_flight.values())
 
+    # -- stoppers ------------------------------------------------------------------------------
     def try_hold(self, model_id: int) -> bool:
-        """Claim a model for stopping; False while any request for it is in flight."""
+        """Claim a model for stopping; False while any request for it is in flight anywhere.
+
+        Also False while its last use here is not yet in the database: the stopper's verdict
+        would rest on an old clock.
+        """
         with self._lock:
-            if self._in_flight.get(model_id) or model_id in self._held:
+            if self._in_flight.get(model_id) or model_id in self._held or model_id in self._dirty:
                 return False
             self._held.add(model_id)
-            return True
+        if not self._exclusive(model_id):
+            with self._lock:
+                self._held.discard(model_id)
+            return False
+        return True
 
     def release(self, model_id: int) -> None:
         with self._lock:
+            if model_id not in self._held:
+                return
             self._held.discard(model_id)
-
-    @contextmanager
-    def holding(self, model_id: int):
-        if not self.try_hold(model_id):
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            self.release(model_id)
+        self._unexclusive(model_id)
 
     def last_used(self, model_id: int) -> datetime | None:
         with self._lock:
             return self._last_used.get(model_id)
 
-    def record_use(self, model_id: int, force: bool = False) -> None:
-        """Persist the last-use time, at most once per FLUSH_INTERVAL per model."""
-        now_mono = time.monotonic()
+    # -- cross-process hooks (no-ops in one process) -----------------------------------------------
+    def _share(self, model_id: int) -> bool:
+        return True
+
+    def _exclusive(self, model_id: int) -> bool:
+        return True
+
+    def _unexclusive(self, model_id: int) -> None:
+        return None
+
+    def _release_lingering(self) -> None:
+        return None
+
+    # -- persisting last use ------------------------------------------------------------------------
+    def start(self, engine: Engine) -> None:
+        """Bind to the database and start the per-process flusher (once, after fork, on first use)."""
+        if self._flusher is not None and self._flusher.is_alive() and self._pid == os.getpid():
+            return
         with self._lock:
-            if not force and now_mono - self._flushed_at.get(model_id, -1e9) < FLUSH_INTERVAL:
+            if self._flusher is not None and self._flusher.is_alive() and self._pid == os.getpid():
                 return
-            self._flushed_at[model_id] = now_mono
-            stamp = self._last_used.get(model_id) or utcnow()
-        db.session.execute(
-            update(ServedModel)
-            .where(ServedModel.id == model_id)
-            .where((ServedModel.last_used_at.is_(None)) | (ServedModel.last_used_at < stamp))
-            .values(last_used_at=stamp)
-        )
-        db.session.commit()
+            if self._pid != os.getpid():
+                self._forked()
+            self._engine = engine
+            self._flusher = threading.Thread(target=self._flush_forever, name="activity-flusher", daemon=True)
+            self._flusher.start()
+
+    def _forked(self) -> None:
+        """A child process inherits no requests, holds and connections of its parent."""
+        self._pid = os.getpid()
+        self._in_flight.clear()
+        self._held.clear()
+        self._dirty.clear()
+
+    def _flush_forever(self) -> None:
+        while True:
+            time.sleep(FLUSH_INTERVAL)
+            try:
+                self.flush()
+                self._release_lingering()
+            except Exception:
+                logger.exception("could not persist model activity; will retry")
+
+    def flush(self) -> None:
+        """Write pending last-use times (never moving a clock backwards)."""
+        with self._lock:
+            pending = {m: self._last_used[m] for m in self._dirty}
+            self._dirty.clear()
+        if not pending or self._engine is None:
+            return
+        try:
+            with self._engine.begin() as conn:
+                for model_id, stamp in sorted(pending.items()):
+                    conn.execute(
+                        update(ServedModel)
+                        .where(ServedModel.id == model_id)
+                        .where((ServedModel.last_used_at.is_(None)) | (ServedModel.last_used_at < stamp))
+                        .values(last_used_at=stamp)
+                    )
+        except Exception:
+            with self._lock:
+                self._dirty.update(pending)
+            raise
+
+
+class SharedActivity(Activity):
+    """The PostgreSQL ledger: advisory locks make in-flight requests visible to every process."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._conn = None
+        self._conn_lock = threading.Lock()
+        self._shared: set[int] = set()
+
+    def _forked(self) -> None:
+        super()._forked()
+        self._conn = None
+        self._shared.clear()
+
+    def _query(self, sql: str, model_id: int) -> bool:
+        with self._conn_lock:
+            try:
+                if self._conn is None:
+                    self._conn = self._engine.raw_connection().driver_connection
+                    self._conn.autocommit = True
+                    self._shared.clear()
+                with self._conn.cursor() as cursor:
+                    cursor.execute(sql, (LOCK_NAMESPACE, model_id))
+                    row = cursor.fetchone()
+                return bool(row[0]) if row else True
+            except Exception:
+                # The session is gone, and with it every lock it held: start afresh.
+                self._conn = None
+                self._shared.clear()
+                raise
+
+    def _share(self, model_id: int) -> bool:
+        if model_id in self._shared:
+            return True
+        with self._conn_lock:
+            if model_id in self._shared:
+                return True
+        won = self._query("SELECT pg_try_advisory_lock_shared(%s, %s)", model_id)
+        if won:
+            with self._conn_lock:
+                self._shared.add(model_id)
+        return won
+
+    def _exclusive(self, model_id: int) -> bool:
+        self._drop_shared(model_id)
+        return self._query("SELECT pg_try_advisory_lock(%s, %s)", model_id)
+
+    def _unexclusive(self, model_id: int) -> None:
+        self._query("SELECT pg_advisory_unlock(%s, %s)", model_id)
+
+    def _drop_shared(self, model_id: int) -> None:
+        with self._conn_lock:
+            held = model_id in self._shared
+            self._shared.discard(model_id)
+        if held:
+            self._query("SELECT pg_advisory_unlock_shared(%s, %s)", model_id)
+
+    def _release_lingering(self) -> None:
+        """Give up shared locks of models with nothing in flight for LINGER seconds."""
+        now = time.monotonic()
+        with self._lock:
+            idle = [
+                m
+                for m in list(self._shared)
+                if not self._in_flight.get(m) and now - self._last_leave.get(m, 0) >= LINGER and m not in self._dirty
+            ]
+        for model_id in idle:
+            with self._lock:
+                if self._in_flight.get(model_id):
+                    continue
+                # released under the ledger lock so that a concurrent enter() re-acquires it
+                self._drop_shared_locked(model_id)
+
+    def _drop_shared_locked(self, model_id: int) -> None:
+        with self._conn_lock:
+            if model_id not in self._shared or self._conn is None:
+                return
+            self._shared.discard(model_id)
+            try:
+                with self._conn.cursor() as cursor:
+                    cursor.execute("SELECT pg_advisory_unlock_shared(%s, %s)", (LOCK_NAMESPACE, model_id))
+            except Exception:
+                self._conn = None
+                self._shared.clear()
+                raise

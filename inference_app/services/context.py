@@ -11,7 +11,8 @@ from flask import Flask, current_app
 
 from ..config import Settings
 from ..runtime.engine import DockerEngine
-from .activity import Activity
+from ..extensions import db
+from .activity import Activity, SharedActivity
 from .flights import Flights
 
 EXTENSION = "inference"
@@ -23,7 +24,7 @@ class InferenceContext:
 
     settings: Settings
     engine: DockerEngine
-    activity: Activity = field(default_factory=Activity)
+    ledger: Activity = field(default_factory=Activity)
     flights: Flights = field(default_factory=lambda: Flights(500))
     _http: urllib3.PoolManager | None = None
     _http_pid: int = 0
@@ -37,6 +38,12 @@ class InferenceContext:
         return self._http
 
     @property
+    def activity(self) -> Activity:
+        """The activity ledger, bound to the database and flushing (started on first use)."""
+        self.ledger.start(db.engine)
+        return self.ledger
+
+    @property
     def owner(self) -> str:
         """Who holds a lease: this process (pid changes after fork, so computed each time)."""
         return f"{socket.gethostname()}:{os.getpid()}"
@@ -44,7 +51,10 @@ class InferenceContext:
 
 def init_app(app: Flask, settings: Settings) -> None:
     app.extensions[EXTENSION] = InferenceContext(
-        settings=settings, engine=DockerEngine(settings), flights=Flights(settings.max_waiters_per_model)
+        settings=settings,
+        engine=DockerEngine(settings),
+        ledger=Activity() if settings.is_sqlite else SharedActivity(),
+        flights=Flights(settings.max_waiters_per_model),
     )
 
 

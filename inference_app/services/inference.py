@@ -75,24 +75,15 @@ def _enter(model: ServedModel) -> None:
 
 
 def _leave(model_id: int) -> None:
-    ctx = context()
-    ctx.activity.leave(model_id)
-    try:
-        ctx.activity.record_use(model_id)
-    except Exception:  # bookkeeping must never turn an answered request into an error
-        db.session.rollback()
-        logger.exception("could not record the last use of model %s", model_id)
+    context().activity.leave(model_id)
 
 
 def _leave_after(stream: Iterator[bytes], model_id: int) -> Iterator[bytes]:
-    from flask import current_app
-
-    app = current_app._get_current_object()
+    activity = context().activity
     try:
         yield from stream
     finally:
-        with app.app_context():
-            _leave(model_id)
+        activity.leave(model_id)
 
 
 def _infer_entered(model: ServedModel, body: bytes, headers, request_id: str, query: str) -> InferenceResult:
