@@ -191,3 +191,21 @@ def test_example_iris_model_predicts(client, register):
     response = infer(client, model["id"], {"instances": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.1, 4.7, 1.5]]})
     assert response.status_code == 200, response.get_data(as_text=True)
     assert response.get_json()["predictions"] == ["setosa", "versicolor"]
+
+
+def test_inference_minutes_are_recorded(app, client, register):
+    from inference_app.extensions import db
+    from inference_app.models import InferenceMinute
+    from inference_app.services.context import context
+
+    model = register()
+    for i in range(3):
+        assert infer(client, model["id"], {"i": i}).status_code == 200
+    bad = register(model_name="broken", predict_path="/missing")
+    assert infer(client, bad["id"], {}).status_code == 404
+    with app.app_context():
+        context().activity.flush()
+        rows = {r.model_id: r for r in db.session.query(InferenceMinute).all()}
+    assert rows[model["id"]].requests == 3 and rows[model["id"]].cold_starts == 1
+    assert rows[model["id"]].errors == 0 and rows[model["id"]].max_ms > 0
+    assert rows[bad["id"]].requests == 1 and rows[bad["id"]].errors == 0  # a model's 404 is its answer

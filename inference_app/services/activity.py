@@ -22,10 +22,11 @@ import threading
 import time
 from datetime import datetime
 
-from sqlalchemy import update
+from sqlalchemy import func, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
-from ..models import ServedModel, utcnow
+from ..models import InferenceMinute, ServedModel, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ class Activity:
         self._last_used: dict[int, datetime] = {}
         self._last_leave: dict[int, float] = {}
         self._dirty: set[int] = set()
+        self._minutes: dict[tuple[int, datetime], list[int]] = {}
         self._engine: Engine | None = None
         self._flusher: threading.Thread | None = None
         self._pid = os.getpid()
@@ -61,13 +63,21 @@ class Activity:
             return False
         return True
 
-    def leave(self, model_id: int) -> None:
+    def leave(self, model_id: int, duration_ms: int = 0, failed: bool = False, cold: bool = False) -> None:
+        """Count a request out, with what it cost: its minute's counters are flushed later."""
         now = utcnow()
+        minute = now.replace(second=0, microsecond=0)
         with self._lock:
             self._decrement(model_id)
             self._last_used[model_id] = now
             self._last_leave[model_id] = time.monotonic()
             self._dirty.add(model_id)
+            counters = self._minutes.setdefault((model_id, minute), [0, 0, 0, 0, 0])
+            counters[0] += 1
+            counters[1] += int(failed)
+            counters[2] += int(cold)
+            counters[3] += duration_ms
+            counters[4] = max(counters[4], duration_ms)
 
     def _decrement(self, model_id: int) -> None:
         left = self._in_flight.get(model_id, 0) - 1
@@ -156,11 +166,14 @@ class Activity:
                 logger.exception("could not persist model activity; will retry")
 
     def flush(self) -> None:
-        """Write pending last-use times (never moving a clock backwards)."""
+        """Write pending last-use times (never moving a clock backwards) and minute counters."""
         with self._lock:
             pending = {m: self._last_used[m] for m in self._dirty}
+            minutes, self._minutes = self._minutes, {}
             self._dirty.clear()
-        if not pending or self._engine is None:
+        if (not pending and not minutes) or self._engine is None:
+            with self._lock:
+                self._merge(minutes)
             return
         try:
             with self._engine.begin() as conn:
@@ -171,10 +184,22 @@ class Activity:
                         .where((ServedModel.last_used_at.is_(None)) | (ServedModel.last_used_at < stamp))
                         .values(last_used_at=stamp)
                     )
+                for (model_id, minute), (requests, errors, colds, total, longest) in sorted(minutes.items()):
+                    conn.execute(_upsert_minute(conn.dialect.name, model_id, minute, requests, errors, colds, total, longest))
         except Exception:
             with self._lock:
                 self._dirty.update(pending)
+                self._merge(minutes)
             raise
+
+    def _merge(self, minutes: dict[tuple[int, datetime], list[int]]) -> None:
+        for key, (requests, errors, colds, total, longest) in minutes.items():
+            counters = self._minutes.setdefault(key, [0, 0, 0, 0, 0])
+            counters[0] += requests
+            counters[1] += errors
+            counters[2] += colds
+            counters[3] += total
+            counters[4] = max(counters[4], longest)
 
 
 class SharedActivity(Activity):
@@ -262,3 +287,22 @@ class SharedActivity(Activity):
                 self._conn = None
                 self._shared.clear()
                 raise
+
+
+def _upsert_minute(dialect: str, model_id: int, minute: datetime, requests, errors, colds, total, longest):
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    greatest = func.greatest if dialect == "postgresql" else func.max
+    table = InferenceMinute.__table__
+    statement = insert(table).values(
+        model_id=model_id, minute=minute, requests=requests, errors=errors, cold_starts=colds, total_ms=total, max_ms=longest
+    )
+    return statement.on_conflict_do_update(
+        index_elements=[table.c.model_id, table.c.minute],
+        set_={
+            "requests": table.c.requests + statement.excluded.requests,
+            "errors": table.c.errors + statement.excluded.errors,
+            "cold_starts": table.c.cold_starts + statement.excluded.cold_starts,
+            "total_ms": table.c.total_ms + statement.excluded.total_ms,
+            "max_ms": greatest(table.c.max_ms, statement.excluded.max_ms),
+        },
+    )

@@ -45,19 +45,19 @@ def infer(
     model: ServedModel, body: bytes, headers: Mapping[str, str], request_id: str, query: str = ""
 ) -> InferenceResult:
     """Forward one inference request, starting the model's container first if needed."""
-    ctx = context()
     model_id = model.id
+    began = time.monotonic()
     _enter(model)
-    done = False
     try:
         result = _infer_entered(model, body, headers, request_id, query)
-        if result.stream is not None:
-            result.stream = _leave_after(result.stream, model_id)
-            done = True  # the stream's end leaves
-        return result
-    finally:
-        if not done:
-            _leave(model_id)
+    except BaseException:
+        _leave(model_id, began, failed=True, cold=False)
+        raise
+    if result.stream is None:
+        _leave(model_id, began, failed=result.status >= 500, cold=result.cold)
+    else:
+        result.stream = _leave_after(result.stream, model_id, began, result.status >= 500, result.cold)
+    return result
 
 
 def _enter(model: ServedModel) -> None:
@@ -74,16 +74,16 @@ def _enter(model: ServedModel) -> None:
         db.session.refresh(model)  # it was stopped while we waited
 
 
-def _leave(model_id: int) -> None:
-    context().activity.leave(model_id)
+def _leave(model_id: int, began: float, failed: bool, cold: bool) -> None:
+    context().activity.leave(model_id, round((time.monotonic() - began) * 1000), failed, cold)
 
 
-def _leave_after(stream: Iterator[bytes], model_id: int) -> Iterator[bytes]:
+def _leave_after(stream: Iterator[bytes], model_id: int, began: float, failed: bool, cold: bool) -> Iterator[bytes]:
     activity = context().activity
     try:
         yield from stream
     finally:
-        activity.leave(model_id)
+        activity.leave(model_id, round((time.monotonic() - began) * 1000), failed, cold)
 
 
 def _infer_entered(model: ServedModel, body: bytes, headers, request_id: str, query: str) -> InferenceResult:
