@@ -87,6 +87,12 @@ class Settings:
     log_json: bool = False
     secret_key: str = ""
     example_model: bool = True
+    kafka_bootstrap_servers: str = ""
+    kafka_group_id: str = "inference-service"
+    kafka_topic_uploaded: str = "model.uploaded"
+    kafka_topic_deleted: str = "model.deleted"
+    kafka_max_event_bytes: int = 64 * 1024
+    kafka_batch_size: int = 2000
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, instance_path: str = "instance") -> "Settings":
@@ -174,4 +180,6 @@ _PARSERS = {
     "log_level": lambda n, r: parse_choice(n, r, ("debug", "info", "warning", "error")).upper(),
     "log_json": parse_bool,
     "example_model": parse_bool,
+    "kafka_max_event_bytes": _int(256, 16 * 1024 * 1024),
+    "kafka_batch_size": _int(1, 100_000),
 }

@@ -209,3 +209,15 @@ def test_inference_minutes_are_recorded(app, client, register):
     assert rows[model["id"]].requests == 3 and rows[model["id"]].cold_starts == 1
     assert rows[model["id"]].errors == 0 and rows[model["id"]].max_ms > 0
     assert rows[bad["id"]].requests == 1 and rows[bad["id"]].errors == 0  # a model's 404 is its answer
+
+
+def test_infer_goes_to_the_newest_version_unless_one_is_named(client, register):
+    old = register(model_name="family", version="1", env={"MODEL_LABEL": "v1"})
+    new = register(model_name="family", version="2", env={"MODEL_LABEL": "v2"})
+    newest = infer(client, old["id"], {"q": 1})
+    assert newest.status_code == 200
+    assert newest.get_json()["model"] == "v2" and newest.headers["X-Model-Id"] == str(new["id"])
+    named = client.post(f"/api/models/{new['id']}/infer?version=1", json={"q": 2})
+    assert named.get_json()["model"] == "v1" and named.headers["X-Model-Version"] == "1"
+    missing = client.post(f"/api/models/{new['id']}/infer?version=7", json={})
+    assert missing.status_code == 404

@@ -7,11 +7,11 @@ from sqlalchemy import select
 
 from ..errors import InvalidInput
 from ..extensions import db
-from ..models import EventKind, ModelEvent
+from ..models import DeadLetter, EventKind, IngestedEvent, ModelEvent
 from ..services import registry
 from . import bp
 from .params import int_arg
-from .serializers import event_to_dict
+from .serializers import dead_letter_to_dict, event_to_dict, ingested_to_dict
 
 KINDS = {v for k, v in vars(EventKind).items() if k.isupper()}
 
@@ -39,3 +39,17 @@ def model_lifecycle_events(model_id: int):
         .limit(int_arg("limit", 50, 1, 500))
     )
     return jsonify(items=[event_to_dict(e) for e in db.session.scalars(query)])
+
+
+@bp.get("/events")
+def ingested_events():
+    """Recent events from Kafka and what became of them (applied, duplicate, stale)."""
+    query = select(IngestedEvent).order_by(IngestedEvent.id.desc()).limit(int_arg("limit", 50, 1, 500))
+    return jsonify(items=[ingested_to_dict(e) for e in db.session.scalars(query)])
+
+
+@bp.get("/events/dead-letters")
+def dead_letters():
+    """Events that could not be applied, with the reason and the (truncated) payload."""
+    query = select(DeadLetter).order_by(DeadLetter.id.desc()).limit(int_arg("limit", 50, 1, 500))
+    return jsonify(items=[dead_letter_to_dict(d) for d in db.session.scalars(query)])

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, jsonify
 from sqlalchemy import text
 
 from ..errors import ServiceError
 from ..extensions import db
+from ..models import Heartbeat, utcnow
 from ..services.context import context
 
 bp = Blueprint("health", __name__)
@@ -35,8 +36,28 @@ def readyz():
     except ServiceError as exc:
         ready = False
         checks["docker"] = {"ok": False, "reason": exc.message}
-    background = current_app.extensions.get("background")
-    checks["background"] = background.describe() if background else {"role": "off"}
+    checks["background"] = _background_state()
     response = jsonify(status="ready" if ready else "not_ready", checks=checks)
     response.status_code = 200 if ready else 503
     return response
+
+
+STALE_AFTER = 15.0
+
+
+def _background_state() -> dict:
+    """What the background role last reported; informative only, it never fails readiness."""
+    try:
+        beat = db.session.get(Heartbeat, "background")
+        db.session.rollback()
+    except Exception:
+        db.session.rollback()
+        return {"ok": False, "reason": "unknown (database unreachable)"}
+    if beat is None:
+        return {"ok": False, "reason": "no background runner has reported yet"}
+    age = (utcnow() - beat.beat_at).total_seconds()
+    state = dict(beat.state or {})
+    state.update({"ok": age <= STALE_AFTER, "owner": beat.owner, "seconds_since_heartbeat": round(age, 1)})
+    if age > STALE_AFTER:
+        state["reason"] = f"no heartbeat from the background runner for {age:.0f} s"
+    return state

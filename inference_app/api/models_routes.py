@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 from flask import Response, jsonify, request
 
 from ..errors import InvalidInput
@@ -69,10 +71,11 @@ def start_model(model_id: int):
 
 @bp.post("/models/<int:model_id>/infer")
 def infer(model_id: int):
-    model = registry.get_model(model_id)
+    model = registry.model_for_inference(model_id, request.args.get("version") or None)
     request_id = inference.request_id_from(request.headers.get("X-Request-ID"))
     body = request.get_data(cache=False)
-    result = inference.infer(model, body, request.headers, request_id, request.query_string.decode("latin-1"))
+    query = urlencode([(k, v) for k, v in request.args.items(multi=True) if k != "version"])
+    result = inference.infer(model, body, request.headers, request_id, query)
     headers = dict(result.headers)
     headers.update(
         {

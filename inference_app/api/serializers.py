@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from ..models import ModelEvent, ServedModel, Status
+from ..models import DeadLetter, IngestedEvent, ModelEvent, ServedModel, Status
 from ..runtime.resources import format_memory
 
 
@@ -59,4 +59,35 @@ def event_to_dict(event: ModelEvent) -> dict[str, Any]:
         "detail": event.detail,
         "duration_ms": event.duration_ms,
         "at": iso(event.at),
+    }
+
+
+def ingested_to_dict(event: IngestedEvent) -> dict[str, Any]:
+    return {
+        "id": event.id,
+        "event_id": event.event_id,
+        "kind": event.kind,
+        "outcome": event.outcome,
+        "user_id": event.user_id,
+        "model_name": event.model_name,
+        "version": event.version,
+        "model_id": event.model_id,
+        "topic": event.topic,
+        "partition": event.partition,
+        "offset": event.offset,
+        "occurred_at": iso(event.occurred_at),
+        "applied_at": iso(event.applied_at),
+    }
+
+
+def dead_letter_to_dict(letter: DeadLetter) -> dict[str, Any]:
+    return {
+        "id": letter.id,
+        "topic": letter.topic,
+        "partition": letter.partition,
+        "offset": letter.offset,
+        "reason": letter.reason,
+        "payload": letter.payload,
+        "payload_bytes": letter.payload_bytes,
+        "received_at": iso(letter.received_at),
     }

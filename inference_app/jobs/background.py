@@ -17,14 +17,16 @@ from flask import Flask
 from sqlalchemy import text
 
 from ..errors import ServiceError
+from ..events.listener import KafkaListener
 from ..extensions import db
-from ..models import utcnow
+from ..models import Heartbeat, utcnow
 from . import idle, reconcile
 
 logger = logging.getLogger(__name__)
 
 LEADER_LOCK_KEY = 7_342_002
 LEADER_POLL = 5.0
+HEARTBEAT_EVERY = 2.0
 EXTENSION = "background"
 
 
@@ -37,6 +39,7 @@ class BackgroundRunner:
         self._scheduler: BackgroundScheduler | None = None
         self._leader_conn = None
         self._stop = threading.Event()
+        self.listener: KafkaListener | None = None
         self.last_runs: dict[str, datetime] = {}
         self.last_errors: dict[str, str] = {}
 
@@ -65,6 +68,30 @@ class BackgroundRunner:
     def run_reconcile(self) -> None:
         self._run("reconcile", reconcile.reconcile)
 
+    def run_heartbeat(self) -> None:
+        """Publish this runner's state for the web processes' /readyz, and mind the listener."""
+        if self.listener is not None:
+            self.listener.ensure_alive()
+        with self._app.app_context():
+            try:
+                state = self.describe()
+                beat = db.session.get(Heartbeat, "background") or Heartbeat(name="background")
+                beat.owner = self._app.extensions["inference"].owner
+                beat.state = state
+                beat.beat_at = utcnow()
+                db.session.add(beat)
+                db.session.commit()
+            except Exception as exc:
+                db.session.rollback()
+                logger.warning("heartbeat failed: %s", exc.__class__.__name__)
+            finally:
+                db.session.remove()
+
+    def _models_deleted(self, model_ids: list[int]) -> None:
+        """Deleted models' containers are stopped by reconciliation: run it now rather than later."""
+        if self._scheduler is not None:
+            self._scheduler.modify_job("reconcile", next_run_time=datetime.now(self._scheduler.timezone))
+
     # -- starting and stopping ---------------------------------------------------------------------
     def start(self) -> None:
         """Start the scheduler now (single-process form, no election)."""
@@ -77,8 +104,12 @@ class BackgroundRunner:
         scheduler.add_job(
             self.run_reconcile, "interval", seconds=settings.reconcile_interval_seconds, id="reconcile"
         )
+        scheduler.add_job(self.run_heartbeat, "interval", seconds=HEARTBEAT_EVERY, id="heartbeat")
         scheduler.start()
         self._scheduler = scheduler
+        self.listener = KafkaListener(self._app, settings, on_deleted=self._models_deleted)
+        self.listener.start()
+        self.run_heartbeat()
         logger.info(
             "background jobs running in %s role: idle check every %ss, reconcile every %ss",
             self.role, settings.idle_check_interval_seconds, settings.reconcile_interval_seconds,
@@ -86,6 +117,9 @@ class BackgroundRunner:
 
     def shutdown(self) -> None:
         self._stop.set()
+        if self.listener is not None:
+            self.listener.stop()
+            self.listener = None
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
             self._scheduler = None
@@ -150,6 +184,7 @@ class BackgroundRunner:
             "active": self._scheduler is not None,
             "last_runs": {k: v.isoformat() for k, v in self.last_runs.items()},
             "errors": dict(self.last_errors),
+            "kafka": self.listener.describe() if self.listener is not None else {"state": "off"},
         }
 
 

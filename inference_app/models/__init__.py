@@ -1,8 +1,21 @@
 """SQLAlchemy models, one concept a module."""
 
+from .heartbeat import Heartbeat
 from .inference_minute import InferenceMinute
+from .ingestion import DeadLetter, IngestedEvent
 from .model_event import EventKind, ModelEvent
 from .served_model import ServedModel, utcnow
 from .status import ACTIVE, Status
 
-__all__ = ["ACTIVE", "EventKind", "InferenceMinute", "ModelEvent", "ServedModel", "Status", "utcnow"]
+__all__ = [
+    "ACTIVE",
+    "DeadLetter",
+    "EventKind",
+    "Heartbeat",
+    "IngestedEvent",
+    "InferenceMinute",
+    "ModelEvent",
+    "ServedModel",
+    "Status",
+    "utcnow",
+]

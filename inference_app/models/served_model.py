@@ -54,6 +54,7 @@ class ServedModel(db.Model):
     lease_owner: Mapped[str | None] = mapped_column(String(80))
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    event_occurred_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # newest event applied
 
     @property
     def state(self) -> Status:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
+from typing import Any, Iterable
 
-from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import aliased
 
 from ..config import Settings
 from ..errors import InvalidInput, ModelNotFound
@@ -19,6 +21,8 @@ logger = logging.getLogger(__name__)
 
 MAX_PER_PAGE = 100
 MAX_SEARCH = 128
+
+Identity = tuple[str, str, str]
 
 
 @dataclass
@@ -33,41 +37,130 @@ class Page:
         return max(1, -(-self.total // self.per_page))
 
 
+@dataclass(frozen=True)
+class Versioned:
+    """A registration with the time its event happened (None: as new as anything)."""
+
+    registration: Registration
+    occurred_at: datetime | None = None
+
+    @property
+    def identity(self) -> Identity:
+        reg = self.registration
+        return reg.user_id, reg.model_name, reg.version
+
+
 def register_model(data: Any, settings: Settings, keep_unknown: bool = False) -> tuple[ServedModel, bool]:
     """Validate and upsert by user_id+model_name+version; returns (model, created)."""
     reg = validate_registration(data, settings, keep_unknown=keep_unknown)
-    for _attempt in range(3):
-        model = _find(reg.user_id, reg.model_name, reg.version)
-        created = model is None
-        if created:
-            model = ServedModel(user_id=reg.user_id, model_name=reg.model_name, version=reg.version)
-            db.session.add(model)
-        apply_registration(model, reg)
-        try:
-            db.session.commit()
-        except IntegrityError:
-            db.session.rollback()  # registered concurrently by someone else: update theirs
-            continue
-        logger.info("%s model %s %s/%s:%s", "registered" if created else "updated", model.id, reg.user_id, reg.model_name, reg.version)
-        return model, created
-    raise RuntimeError("registration kept conflicting with concurrent registrations")
+    existed = _find(reg.user_id, reg.model_name, reg.version) is not None
+    ids = upsert_registrations([Versioned(reg)])
+    db.session.commit()
+    model = db.session.get(ServedModel, ids[(reg.user_id, reg.model_name, reg.version)], populate_existing=True)
+    logger.info("%s model %s %s/%s:%s", "updated" if existed else "registered", model.id, *model_identity(model))
+    return model, not existed
 
 
-def apply_registration(model: ServedModel, reg: Registration) -> None:
-    """Copy the registration's fields onto the model; its live state is left alone."""
-    model.image = reg.image
-    model.port = reg.port
-    model.health_path = reg.health_path
-    model.predict_path = reg.predict_path
-    model.env = reg.env
-    model.memory_bytes = reg.memory_bytes
-    model.cpus = reg.cpus
-    model.idle_timeout_seconds = reg.idle_timeout_seconds
-    model.meta = reg.metadata
-    model.deleted_at = None
-    model.updated_at = utcnow()
-    if model.status is None:
-        model.status = Status.STOPPED.value
+def model_identity(model: ServedModel) -> Identity:
+    return model.user_id, model.model_name, model.version
+
+
+def upsert_registrations(items: Iterable[Versioned]) -> dict[Identity, int | None]:
+    """Insert or update models in one statement, in the caller's transaction.
+
+    Returns each identity's model id, or None where the registry already holds data from a
+    newer event (an older event never overwrites it). Later items win over earlier ones.
+    """
+    newest: dict[Identity, Versioned] = {}
+    for item in items:
+        seen = newest.get(item.identity)
+        if seen is None or not _older(item.occurred_at, seen.occurred_at):
+            newest[item.identity] = item
+    if not newest:
+        return {}
+    now = utcnow()
+    table = ServedModel.__table__
+    rows = [_row(item, now) for item in newest.values()]
+    insert = postgresql.insert if db.engine.dialect.name == "postgresql" else sqlite.insert
+    statement = insert(table).values(rows)
+    excluded = statement.excluded
+    updated = {
+        name: excluded[name]
+        for name in (
+            "image",
+            "port",
+            "health_path",
+            "predict_path",
+            "env",
+            "memory_bytes",
+            "cpus",
+            "idle_timeout_seconds",
+            "metadata",
+            "updated_at",
+        )
+    }
+    updated["deleted_at"] = None
+    updated["event_occurred_at"] = func.coalesce(excluded.event_occurred_at, table.c.event_occurred_at)
+    statement = statement.on_conflict_do_update(
+        index_elements=[table.c.user_id, table.c.model_name, table.c.version],
+        set_=updated,
+        where=or_(
+            table.c.event_occurred_at.is_(None),
+            excluded.event_occurred_at.is_(None),
+            table.c.event_occurred_at <= excluded.event_occurred_at,
+        ),
+    ).returning(table.c.id, table.c.user_id, table.c.model_name, table.c.version)
+    result: dict[Identity, int | None] = {identity: None for identity in newest}
+    for row in db.session.execute(statement):
+        result[(row.user_id, row.model_name, row.version)] = row.id
+    return result
+
+
+def _older(a: datetime | None, b: datetime | None) -> bool:
+    return a is not None and b is not None and a < b
+
+
+def _row(item: Versioned, now: datetime) -> dict[str, Any]:
+    reg = item.registration
+    return {
+        "user_id": reg.user_id,
+        "model_name": reg.model_name,
+        "version": reg.version,
+        "image": reg.image,
+        "port": reg.port,
+        "health_path": reg.health_path,
+        "predict_path": reg.predict_path,
+        "env": reg.env,
+        "memory_bytes": reg.memory_bytes,
+        "cpus": reg.cpus,
+        "idle_timeout_seconds": reg.idle_timeout_seconds,
+        "metadata": reg.metadata,
+        "created_at": now,
+        "updated_at": now,
+        "status": Status.STOPPED.value,
+        "status_changed_at": now,
+        "keep_warm": False,
+        "deleted_at": None,
+        "event_occurred_at": item.occurred_at,
+    }
+
+
+def mark_deleted(user_id: str, model_name: str, version: str | None, occurred_at: datetime | None) -> list[int]:
+    """Hide a model (one version, or all) from lists; its container is stopped by reconciliation."""
+    table = ServedModel.__table__
+    statement = update(table).where(
+        table.c.user_id == user_id, table.c.model_name == model_name, table.c.deleted_at.is_(None)
+    )
+    if version is not None:
+        statement = statement.where(table.c.version == version)
+    if occurred_at is not None:
+        statement = statement.where(
+            or_(table.c.event_occurred_at.is_(None), table.c.event_occurred_at <= occurred_at)
+        )
+    statement = statement.values(
+        deleted_at=utcnow(), event_occurred_at=func.coalesce(occurred_at, table.c.event_occurred_at)
+    ).returning(table.c.id)
+    return [row.id for row in db.session.execute(statement)]
 
 
 def _find(user_id: str, model_name: str, version: str) -> ServedModel | None:
@@ -84,6 +177,29 @@ def get_model(model_id: int, include_deleted: bool = False, fresh: bool = False)
     if model is None or (model.deleted_at is not None and not include_deleted):
         raise ModelNotFound(f"no model with id {model_id}")
     return model
+
+
+def model_for_inference(model_id: int, version: str | None = None) -> ServedModel:
+    """The version an inference for model_id goes to: the one named, else the newest registered.
+
+    One query: the model's family (same user_id and model_name) joined to the id asked for.
+    """
+    asked = aliased(ServedModel)
+    query = (
+        select(ServedModel)
+        .join(asked, (asked.user_id == ServedModel.user_id) & (asked.model_name == ServedModel.model_name))
+        .where(asked.id == model_id, asked.deleted_at.is_(None), ServedModel.deleted_at.is_(None))
+    )
+    if version is not None:
+        found = db.session.scalar(query.where(ServedModel.version == safe_name("version", version)))
+        if found is None:
+            get_model(model_id)  # 404 for the model itself first
+            raise ModelNotFound(f"model {model_id} has no version {version!r}")
+        return found
+    found = db.session.scalar(query.order_by(ServedModel.id.desc()).limit(1))
+    if found is None:
+        raise ModelNotFound(f"no model with id {model_id}")
+    return found
 
 
 def list_models(
