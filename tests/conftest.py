@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from contextlib import contextmanager
 from typing import Any
 
 import docker
@@ -88,21 +89,27 @@ def _truncate() -> None:
     db.session.commit()
 
 
+@contextmanager
+def built_app(docker_client, **overrides):
+    """An app on the test database with clean tables; its containers removed afterwards."""
+    app = create_app({**BASE_SETTINGS, **overrides})
+    with app.app_context():
+        _truncate()
+    try:
+        yield app
+    finally:
+        _remove_containers(docker_client)
+        with app.app_context():
+            db.session.remove()
+            _truncate()
+            db.engine.dispose()
+
+
 @pytest.fixture
 def app(database, docker_client, request):
     marker = request.node.get_closest_marker("settings")
-    overrides = dict(BASE_SETTINGS)
-    if marker:
-        overrides.update(marker.kwargs)
-    app = create_app(overrides)
-    with app.app_context():
-        _truncate()
-    yield app
-    _remove_containers(docker_client)
-    with app.app_context():
-        db.session.remove()
-        _truncate()
-        db.engine.dispose()
+    with built_app(docker_client, **(marker.kwargs if marker else {})) as app:
+        yield app
 
 
 @pytest.fixture

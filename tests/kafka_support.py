@@ -1,0 +1,65 @@
+"""Helpers for the tests that talk to the real Kafka broker provisioned by `make test`."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+
+import pytest
+
+BOOTSTRAP = os.environ.get("TEST_KAFKA_BOOTSTRAP_SERVERS", "")
+
+
+def require_kafka() -> str:
+    if not BOOTSTRAP:
+        pytest.fail("TEST_KAFKA_BOOTSTRAP_SERVERS is not set: run the suite with `make test`, which starts a broker")
+    return BOOTSTRAP
+
+
+def fresh_topics() -> dict[str, str]:
+    tag = uuid.uuid4().hex[:10]
+    return {
+        "kafka_bootstrap_servers": BOOTSTRAP,
+        "kafka_topic_uploaded": f"test-{tag}.model.uploaded",
+        "kafka_topic_deleted": f"test-{tag}.model.deleted",
+        "kafka_group_id": f"test-{tag}",
+    }
+
+
+def create_topics(settings: dict[str, str], partitions: int = 3) -> None:
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    admin = KafkaAdminClient(bootstrap_servers=BOOTSTRAP, request_timeout_ms=20_000)
+    try:
+        admin.create_topics(
+            [
+                NewTopic(settings["kafka_topic_uploaded"], partitions, 1),
+                NewTopic(settings["kafka_topic_deleted"], partitions, 1),
+            ]
+        )
+    finally:
+        admin.close()
+
+
+def producer():
+    from kafka import KafkaProducer
+
+    return KafkaProducer(bootstrap_servers=BOOTSTRAP, acks="all", linger_ms=5, batch_size=65536, retries=10)
+
+
+def send(prod, topic: str, event, key: str | None = None) -> None:
+    value = event if isinstance(event, bytes) else json.dumps(event).encode()
+    prod.send(topic, value=value, key=key.encode() if key else None)
+
+
+def wait_for(predicate, timeout: float, message: str, interval: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"{message} (waited {timeout} s)")
+        time.sleep(interval)
