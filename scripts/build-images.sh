@@ -98,7 +98,7 @@ build_test_image() {
     [[ $applet == busybox ]] || ln -s busybox "$ctx/rootfs/bin/$applet"
   done
   install -m 755 "$ROOT/tests/images/common/serve.sh" "$ctx/rootfs/bin/serve"
-  if ! DOCKER_BUILDKIT=0 docker build --label "inference.src-hash=$hash" -t "$image" "$ctx" >"$ctx.log" 2>&1; then
+  if ! DOCKER_BUILDKIT=0 docker build --force-rm --label "inference.src-hash=$hash" -t "$image" "$ctx" >"$ctx.log" 2>&1; then
     tail -n 20 "$ctx.log" >&2
     rm -rf "$ctx" "$ctx.log"
     die "docker build $image failed"

@@ -52,7 +52,8 @@ for _ in $(seq 1 60); do
       die "dockerd exited; see $CACHE/dockerd.log: $(tail -n 1 "$CACHE/dockerd.log" 2>/dev/null || true)"
     fi
     log "starting dockerd (log: $CACHE/dockerd.log)"
-    setsid dockerd >"$CACHE/dockerd.log" 2>&1 </dev/null &
+    # close the callers' lock fds (8, 9): a daemon holding them would block later runs
+    setsid dockerd >"$CACHE/dockerd.log" 2>&1 </dev/null 8>&- 9>&- &
     started=1
   fi
   sleep 0.5

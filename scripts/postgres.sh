@@ -129,8 +129,9 @@ if as_pg "$BIN/pg_ctl" -D "$PGDIR" status >/dev/null 2>&1; then
 else
   # the port/socket options are also given on the command line so that a
   # changed PGPORT_TEST applies to an existing cluster
+  # 9>&-: the server must not inherit (and hold forever) the lock on fd 9
   as_pg "$BIN/pg_ctl" -D "$PGDIR" -l "$PGDIR/server.log" -w -t 30 \
-      -o "-p $PORT -k $PGDIR -c listen_addresses=127.0.0.1" start >/dev/null \
+      -o "-p $PORT -k $PGDIR -c listen_addresses=127.0.0.1" start >/dev/null 9>&- \
     || die "pg_ctl start failed; see $PGDIR/server.log: $(tail -n 2 "$PGDIR/server.log" 2>/dev/null | tr '\n' ' ')"
   log "started on 127.0.0.1:$PORT (data $PGDIR)"
 fi

@@ -120,7 +120,7 @@ cp -al "$site" "$ctx/site-packages" 2>/dev/null || cp -a "$site" "$ctx/site-pack
 rm -f "$ctx/site-packages/.complete"
 log "docker build $IMAGE"
 t0=$SECONDS
-DOCKER_BUILDKIT=0 docker build --build-arg "BASE_IMAGE=$BASE_IMAGE" \
+DOCKER_BUILDKIT=0 docker build --force-rm --build-arg "BASE_IMAGE=$BASE_IMAGE" \
     --label "inference.src-hash=$HASH" -t "$IMAGE" "$ctx" >"$WORK/build.log" 2>&1 \
   || { tail -n 30 "$WORK/build.log" >&2; die "docker build $IMAGE failed"; }
 trained="$(grep -o 'trained iris-logreg.*accuracy [0-9.]*' "$WORK/build.log" | head -n1 || true)"
