@@ -45,12 +45,17 @@ def apply_batch(events: list[Decoded]) -> BatchResult:
     def flush_uploads() -> None:
         if not pending:
             return
-        model_ids = registry.upsert_registrations(
-            registry.Versioned(u.registration, u.occurred_at) for u in pending
-        )
-        for upload in pending:
-            model_id = model_ids.get(_identity(upload))
-            outcome = "applied" if model_id is not None else "stale"
+        versioned = [registry.Versioned(u.registration, u.occurred_at) for u in pending]
+        newest_seen = registry.event_times([item.identity for item in versioned])
+        outcomes = registry.upsert_registrations(versioned)
+        for upload, item in zip(pending, versioned):
+            model_id, _winner = outcomes[item.identity]
+            seen_at = newest_seen.get(item.identity)
+            # stale: something newer was already in the registry, or earlier in this batch
+            fresh = item.occurred_at is None or seen_at is None or item.occurred_at >= seen_at
+            if fresh and item.occurred_at is not None:
+                newest_seen[item.identity] = item.occurred_at
+            outcome = "applied" if fresh and model_id is not None else "stale"
             result.applied += outcome == "applied"
             result.stale += outcome == "stale"
             reg = upload.registration
@@ -82,11 +87,6 @@ def apply_batch(events: list[Decoded]) -> BatchResult:
     _insert_ignoring_repeats(DeadLetter, letters)
     db.session.commit()
     return result
-
-
-def _identity(upload: Upload) -> registry.Identity:
-    reg = upload.registration
-    return reg.user_id, reg.model_name, reg.version
 
 
 def _audit(event: Upload | Deletion, kind: str, outcome: str, user_id, model_name, version, model_id) -> dict:

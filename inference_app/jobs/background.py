@@ -20,6 +20,7 @@ from ..errors import ServiceError
 from ..events.listener import KafkaListener
 from ..extensions import db
 from ..models import Heartbeat, utcnow
+from ..services.activity import dedicated_connection
 from . import idle, reconcile
 
 logger = logging.getLogger(__name__)
@@ -149,12 +150,10 @@ class BackgroundRunner:
         try:
             with self._app.app_context():
                 if self._leader_conn is None:
-                    self._leader_conn = db.engine.raw_connection()
-                cursor = self._leader_conn.cursor()
-                cursor.execute("SELECT pg_try_advisory_lock(%s)", (LEADER_LOCK_KEY,))
-                won = bool(cursor.fetchone()[0])
-                self._leader_conn.commit()
-                return won
+                    self._leader_conn = dedicated_connection(db.engine)
+                with self._leader_conn.cursor() as cursor:
+                    cursor.execute("SELECT pg_try_advisory_lock(%s)", (LEADER_LOCK_KEY,))
+                    return bool(cursor.fetchone()[0])
         except Exception as exc:
             logger.warning("background election failed: %s", exc.__class__.__name__)
             self._drop_leader_conn()
@@ -162,9 +161,8 @@ class BackgroundRunner:
 
     def _still_leader(self) -> bool:
         try:
-            cursor = self._leader_conn.cursor()
-            cursor.execute("SELECT 1")
-            self._leader_conn.commit()
+            with self._leader_conn.cursor() as cursor:
+                cursor.execute("SELECT 1")
             return True
         except Exception:
             self._drop_leader_conn()
@@ -173,8 +171,8 @@ class BackgroundRunner:
     def _drop_leader_conn(self) -> None:
         try:
             if self._leader_conn is not None:
-                self._leader_conn.invalidate() if hasattr(self._leader_conn, "invalidate") else self._leader_conn.close()
-        except Exception:
+                self._leader_conn.close()
+        except Exception:  # already broken: closing is only tidiness
             pass
         self._leader_conn = None
 

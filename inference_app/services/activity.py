@@ -175,21 +175,27 @@ class Activity:
             with self._lock:
                 self._merge(minutes)
             return
+        # one short transaction per row: never holding one row lock while waiting for another
+        written_uses: set[int] = set()
+        written_minutes: set[tuple[int, datetime]] = set()
         try:
-            with self._engine.begin() as conn:
-                for model_id, stamp in sorted(pending.items()):
+            for model_id, stamp in sorted(pending.items()):
+                with self._engine.begin() as conn:
                     conn.execute(
                         update(ServedModel)
                         .where(ServedModel.id == model_id)
                         .where((ServedModel.last_used_at.is_(None)) | (ServedModel.last_used_at < stamp))
                         .values(last_used_at=stamp)
                     )
-                for (model_id, minute), (requests, errors, colds, total, longest) in sorted(minutes.items()):
-                    conn.execute(_upsert_minute(conn.dialect.name, model_id, minute, requests, errors, colds, total, longest))
+                written_uses.add(model_id)
+            for key, (requests, errors, colds, total, longest) in sorted(minutes.items()):
+                with self._engine.begin() as conn:
+                    conn.execute(_upsert_minute(conn.dialect.name, *key, requests, errors, colds, total, longest))
+                written_minutes.add(key)
         except Exception:
-            with self._lock:
-                self._dirty.update(pending)
-                self._merge(minutes)
+            with self._lock:  # what was not written goes back for the next flush
+                self._dirty.update(set(pending) - written_uses)
+                self._merge({k: v for k, v in minutes.items() if k not in written_minutes})
             raise
 
     def _merge(self, minutes: dict[tuple[int, datetime], list[int]]) -> None:
@@ -220,8 +226,7 @@ class SharedActivity(Activity):
         with self._conn_lock:
             try:
                 if self._conn is None:
-                    self._conn = self._engine.raw_connection().driver_connection
-                    self._conn.autocommit = True
+                    self._conn = dedicated_connection(self._engine)
                     self._shared.clear()
                 with self._conn.cursor() as cursor:
                     cursor.execute(sql, (LOCK_NAMESPACE, model_id))
@@ -306,3 +311,11 @@ def _upsert_minute(dialect: str, model_id: int, minute: datetime, requests, erro
             "max_ms": greatest(table.c.max_ms, statement.excluded.max_ms),
         },
     )
+
+
+def dedicated_connection(engine: Engine):
+    """A DBAPI connection of its own, outside the pool: session-level locks live as long as it does."""
+    cargs, cparams = engine.dialect.create_connect_args(engine.url)
+    conn = engine.dialect.connect(*cargs, **cparams)
+    conn.autocommit = True
+    return conn

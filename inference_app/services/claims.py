@@ -49,11 +49,20 @@ def claim_transaction():
 def locked_model(model_id: int, include_deleted: bool = True) -> ServedModel:
     """The model's row, fresh from the database and locked for this transaction."""
     model = db.session.scalar(
-        select(ServedModel).where(ServedModel.id == model_id).with_for_update().execution_options(populate_existing=True)
+        select(ServedModel)
+        .where(ServedModel.id == model_id)
+        .with_for_update(key_share=True)  # NO KEY UPDATE: foreign-key checks of other tables go on
+        .execution_options(populate_existing=True)
     )
     if model is None or (model.deleted_at is not None and not include_deleted):
         raise ModelNotFound(f"no model with id {model_id}")
     return model
+
+
+def is_lock_conflict(exc: BaseException) -> bool:
+    """A deadlock or lock timeout the database resolved by aborting us: safe to try again."""
+    code = getattr(getattr(exc, "orig", None), "pgcode", None)
+    return code in ("40P01", "40001", "55P03")
 
 
 def lease_valid(model: ServedModel, now: datetime) -> bool:

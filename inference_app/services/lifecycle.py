@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
 
 from ..errors import (
     Conflict,
@@ -28,7 +29,7 @@ from ..models import ACTIVE, EventKind, ModelEvent, ServedModel, Status, utcnow
 from ..runtime.engine import ContainerSpec, Endpoint
 from ..runtime.readiness import backoff_delays, wait_ready
 from ..runtime.resources import parse_memory
-from .claims import claim_transaction, lease_valid, locked_model
+from .claims import claim_transaction, is_lock_conflict, lease_valid, locked_model
 from .context import context
 
 logger = logging.getLogger(__name__)
@@ -70,9 +71,11 @@ def ensure_ready(model: ServedModel, claimed: threading.Event | None = None) -> 
         return Readiness(endpoint, cold=False, waited_s=0.0)
     ctx = context()
     settings = ctx.settings
+    model_id = model.id
+    db.session.rollback()  # waiting must not hold a pooled database connection
     began = time.monotonic()
     deadline = began + settings.queue_timeout_seconds + settings.start_timeout_seconds
-    flight, leader = ctx.flights.join(model.id)
+    flight, leader = ctx.flights.join(model_id)
     if not leader:
         if claimed is not None:
             claimed.set()
@@ -82,11 +85,11 @@ def ensure_ready(model: ServedModel, claimed: threading.Event | None = None) -> 
             raise flight.error
         return Readiness(flight.result, cold=True, waited_s=time.monotonic() - began)
     try:
-        endpoint = _bring_up(model.id, began, claimed)
+        endpoint = _bring_up(model_id, began, claimed)
     except BaseException as exc:
-        ctx.flights.finish(model.id, flight, error=exc)
+        ctx.flights.finish(model_id, flight, error=exc)
         raise
-    ctx.flights.finish(model.id, flight, result=endpoint)
+    ctx.flights.finish(model_id, flight, result=endpoint)
     return Readiness(endpoint, cold=True, waited_s=time.monotonic() - began)
 
 
@@ -95,7 +98,12 @@ def _bring_up(model_id: int, began: float, claimed: threading.Event | None) -> E
     queue_deadline = began + settings.queue_timeout_seconds
     delays = backoff_delays(first=0.02, cap=0.25)
     while True:
-        decision = _claim(model_id)
+        try:
+            decision = _claim(model_id)
+        except OperationalError as exc:
+            if not is_lock_conflict(exc):
+                raise
+            decision = _Wait("busy")
         if isinstance(decision, Endpoint):
             return decision
         if claimed is not None:
@@ -159,8 +167,7 @@ def _pick_victim(for_model: int) -> ServedModel | None:
         .where(ServedModel.status == Status.RUNNING.value, ServedModel.keep_warm.is_(False), ServedModel.id != for_model)
         .order_by(ServedModel.last_used_at.asc().nulls_first(), ServedModel.id)
         .limit(20)
-        .with_for_update()
-    ).all()
+    ).all()  # no row locks needed: every status change happens under the lifecycle lock
     for candidate in candidates:
         if activity.try_hold(candidate.id):
             return candidate

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Iterable
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import aliased
 
@@ -54,9 +54,9 @@ def register_model(data: Any, settings: Settings, keep_unknown: bool = False) ->
     """Validate and upsert by user_id+model_name+version; returns (model, created)."""
     reg = validate_registration(data, settings, keep_unknown=keep_unknown)
     existed = _find(reg.user_id, reg.model_name, reg.version) is not None
-    ids = upsert_registrations([Versioned(reg)])
+    [(model_id, _applied)] = upsert_registrations([Versioned(reg)]).values()
     db.session.commit()
-    model = db.session.get(ServedModel, ids[(reg.user_id, reg.model_name, reg.version)], populate_existing=True)
+    model = db.session.get(ServedModel, model_id, populate_existing=True)
     logger.info("%s model %s %s/%s:%s", "updated" if existed else "registered", model.id, *model_identity(model))
     return model, not existed
 
@@ -65,11 +65,12 @@ def model_identity(model: ServedModel) -> Identity:
     return model.user_id, model.model_name, model.version
 
 
-def upsert_registrations(items: Iterable[Versioned]) -> dict[Identity, int | None]:
+def upsert_registrations(items: Iterable[Versioned]) -> dict[Identity, tuple[int | None, Versioned]]:
     """Insert or update models in one statement, in the caller's transaction.
 
-    Returns each identity's model id, or None where the registry already holds data from a
-    newer event (an older event never overwrites it). Later items win over earlier ones.
+    Returns, per identity, the model id (None where the registry already holds data from a
+    newer event: an older event never overwrites it) and the item that was applied: of
+    several items for one identity, the newest wins, and of equally new ones the last.
     """
     newest: dict[Identity, Versioned] = {}
     for item in items:
@@ -110,10 +111,22 @@ def upsert_registrations(items: Iterable[Versioned]) -> dict[Identity, int | Non
             table.c.event_occurred_at <= excluded.event_occurred_at,
         ),
     ).returning(table.c.id, table.c.user_id, table.c.model_name, table.c.version)
-    result: dict[Identity, int | None] = {identity: None for identity in newest}
-    for row in db.session.execute(statement):
-        result[(row.user_id, row.model_name, row.version)] = row.id
-    return result
+    ids: dict[Identity, int] = {(r.user_id, r.model_name, r.version): r.id for r in db.session.execute(statement)}
+    return {identity: (ids.get(identity), item) for identity, item in newest.items()}
+
+
+def event_times(identities: list[Identity]) -> dict[Identity, datetime]:
+    """The time of the newest event applied to each of these models, where there is one."""
+    if not identities:
+        return {}
+    table = ServedModel.__table__
+    rows = db.session.execute(
+        select(table.c.user_id, table.c.model_name, table.c.version, table.c.event_occurred_at).where(
+            tuple_(table.c.user_id, table.c.model_name, table.c.version).in_(set(identities)),
+            table.c.event_occurred_at.is_not(None),
+        )
+    )
+    return {(r.user_id, r.model_name, r.version): r.event_occurred_at for r in rows}
 
 
 def _older(a: datetime | None, b: datetime | None) -> bool:

@@ -1,0 +1,240 @@
+"""Lifecycle across processes: real gunicorn workers, real `flask worker`, real Docker and PostgreSQL."""
+
+import random
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+
+from conftest import ECHO, SLOW, built_app, created_since, managed_containers
+from service_process import service_env, start_web, start_worker
+
+
+@pytest.fixture
+def fresh_db(database, docker_client):
+    with built_app(docker_client) as app:
+        yield app
+
+
+@pytest.fixture
+def procs():
+    started = []
+    yield started
+    for proc in started:
+        proc.terminate()
+
+
+def register(base, **fields):
+    body = {"user_id": "alice", "model_name": "echo", "image": ECHO, **fields}
+    response = requests.post(f"{base}/api/models", json=body, timeout=10)
+    assert response.status_code in (200, 201), response.text
+    return response.json()
+
+
+def test_herd_of_200_first_requests_across_4_workers_starts_one_container(fresh_db, docker_client, procs, tmp_path):
+    web, base = start_web(tmp_path, service_env(web_concurrency=4, gunicorn_threads=64))
+    procs.append(web)
+    model = register(base)
+    since = time.time()
+    session = requests.Session()
+    session.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=200))
+
+    def call(i):
+        return requests.post(f"{base}/api/models/{model['id']}/infer", json={"i": i}, timeout=120)
+
+    with ThreadPoolExecutor(200) as pool:
+        responses = list(pool.map(call, range(200)))
+    codes = [r.status_code for r in responses]
+    assert codes == [200] * 200, {c: codes.count(c) for c in set(codes)}
+    assert sorted(r.json()["echo"]["i"] for r in responses) == list(range(200))
+    assert created_since(docker_client, since, model["id"]) == 1
+    assert len(managed_containers(docker_client, model["id"])) == 1
+
+
+def test_cap_is_never_exceeded_under_random_load(fresh_db, docker_client, procs, tmp_path):
+    env = service_env(web_concurrency=4, max_running_containers=3, queue_timeout_seconds=5, gunicorn_threads=32)
+    web, base = start_web(tmp_path, env)
+    procs.append(web)
+    models = [register(base, model_name=f"m{i}") for i in range(10)]
+    stop = threading.Event()
+    peak = [0]
+    outcomes = {}
+    lock = threading.Lock()
+
+    def sample():
+        while not stop.is_set():
+            running = [c for c in managed_containers(docker_client, all_states=False)]
+            peak[0] = max(peak[0], len(running))
+            time.sleep(0.05)
+
+    def client(seed):
+        rng = random.Random(seed)
+        while not stop.is_set():
+            model = rng.choice(models)
+            try:
+                r = requests.post(f"{base}/api/models/{model['id']}/infer", json={"s": seed}, timeout=30)
+                key = (r.status_code, "Retry-After" in r.headers)
+            except requests.RequestException as exc:
+                key = (type(exc).__name__, False)
+            with lock:
+                outcomes[key] = outcomes.get(key, 0) + 1
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    with ThreadPoolExecutor(50) as pool:
+        futures = [pool.submit(client, s) for s in range(50)]
+        time.sleep(30)
+        stop.set()
+        for f in futures:
+            f.result()
+    sampler.join()
+    assert peak[0] <= 3, f"saw {peak[0]} running containers"
+    assert outcomes.get((200, False), 0) > 50, outcomes
+    assert set(outcomes) <= {(200, False), (503, True)}, outcomes
+    evictions = requests.get(f"{base}/api/lifecycle-events?kind=evicted", timeout=10).json()["items"]
+    assert evictions, "no eviction recorded under a cap of 3 with 10 models"
+
+
+def test_slow_request_outlives_the_idle_timeout_in_another_process(fresh_db, docker_client, procs, tmp_path):
+    env = service_env(web_concurrency=2, idle_timeout_seconds=2, idle_check_interval_seconds=0.5)
+    web, base = start_web(tmp_path, env)
+    procs.append(web)
+    procs.append(start_worker(tmp_path, env))
+    model = register(base, image=SLOW)
+    began = time.monotonic()
+    response = requests.post(f"{base}/api/models/{model['id']}/infer?seconds=6", data=b"{}", timeout=60)
+    ended = time.monotonic()
+    assert response.status_code == 200 and response.json() == {"slept": 6}
+    assert ended - began >= 6
+    # stopped once idle: after the request ended plus the timeout, within a couple of ticks
+    while requests.get(f"{base}/api/models/{model['id']}", timeout=5).json()["status"] != "stopped":
+        assert time.monotonic() - ended < 2 + 5, "the idle model was not stopped after its request ended"
+        time.sleep(0.2)
+    assert time.monotonic() - ended >= 2
+    stops = requests.get(f"{base}/api/lifecycle-events?kind=idle_stopped", timeout=5).json()["items"]
+    assert [s["model_id"] for s in stops] == [model["id"]]
+
+
+def test_sigkill_of_the_whole_service_adopts_every_container(fresh_db, docker_client, procs, tmp_path):
+    env = service_env(web_concurrency=2, idle_timeout_seconds=3600)
+    web, base = start_web(tmp_path, env)
+    worker = start_worker(tmp_path, env)
+    models = [register(base, model_name=f"m{i}") for i in range(5)]
+    for model in models:
+        assert requests.post(f"{base}/api/models/{model['id']}/infer", json={}, timeout=60).status_code == 200
+    before = {m["id"]: requests.get(f"{base}/api/models/{m['id']}", timeout=5).json() for m in models}
+    containers_before = {c.id for c in managed_containers(docker_client)}
+    time.sleep(1.2)  # let the last use reach the database
+    web.kill()
+    worker.kill()
+    since = time.time()
+    web, base = start_web(tmp_path, env, name="web2")
+    procs.append(web)
+    procs.append(start_worker(tmp_path, env, name="worker2"))
+    for model in models:
+        after = requests.get(f"{base}/api/models/{model['id']}", timeout=5).json()
+        assert after["status"] == "running"
+        assert after["host_port"] == before[model["id"]]["host_port"]
+        assert after["last_used_at"] >= before[model["id"]]["last_used_at"]  # the idle clock was kept
+        r = requests.post(f"{base}/api/models/{model['id']}/infer", json={"again": 1}, timeout=30)
+        assert r.status_code == 200 and r.headers["X-Cold-Start"] == "false"
+    assert {c.id for c in managed_containers(docker_client)} == containers_before
+    assert created_since(docker_client, since) == 0
+
+
+def test_background_runner_killed_alone_is_replaced_within_30s(fresh_db, procs, tmp_path):
+    env = service_env(web_concurrency=1)
+    web, base = start_web(tmp_path, env)
+    procs.append(web)
+    first = start_worker(tmp_path, env, name="worker-a")
+    standby = start_worker(tmp_path, env, name="worker-b")
+    procs.append(standby)
+
+    def background():
+        return requests.get(f"{base}/readyz", timeout=5).json()["checks"]["background"]
+
+    deadline = time.monotonic() + 30
+    while not background().get("ok"):
+        assert time.monotonic() < deadline, background()
+        time.sleep(0.5)
+    owner = background()["owner"]
+    active = first if owner.endswith(f":{first.pid}") else standby
+    other = standby if active is first else first
+    active.kill()
+    killed_at = time.monotonic()
+    while True:
+        state = background()
+        if state.get("ok") and state["owner"].endswith(f":{other.pid}"):
+            break
+        assert time.monotonic() - killed_at < 30, state
+        time.sleep(0.5)
+    if other is first:
+        procs.append(first)
+
+
+def test_listener_process_killed_mid_stream_loses_and_doubles_nothing(fresh_db, procs, tmp_path):
+    from sqlalchemy import func, select
+
+    from inference_app.extensions import db
+    from inference_app.models import IngestedEvent, ServedModel
+    from kafka_support import create_topics, fresh_topics, producer, require_kafka, send, wait_for
+
+    require_kafka()
+    topics = fresh_topics()
+    create_topics(topics)
+    env = service_env(**topics, kafka_batch_size=200)
+    first = start_worker(tmp_path, env, name="listener-a")
+
+    def counted(query):
+        with fresh_db.app_context():
+            try:
+                return db.session.scalar(query)
+            finally:
+                db.session.remove()
+
+    prod = producer()
+    for i in range(5000):
+        send(prod, topics["kafka_topic_uploaded"], {"user_id": f"u{i % 13}", "model_name": f"m{i}", "image": ECHO, "event_id": f"k-{i}"}, key=str(i))
+    prod.flush()
+    prod.close()
+    models = select(func.count()).select_from(ServedModel)
+    wait_for(lambda: counted(models) >= 1000, 60, "the listener never got going")
+    first.kill()
+    assert counted(models) < 5000, "the stream finished before the kill; nothing was tested"
+    procs.append(start_worker(tmp_path, env, name="listener-b"))
+    wait_for(lambda: counted(models) == 5000, 120, "events were lost after the SIGKILL")
+    time.sleep(2)
+    assert counted(models) == 5000
+    assert counted(select(func.count()).select_from(IngestedEvent)) == 5000
+    assert counted(select(func.count(func.distinct(IngestedEvent.event_id)))) == 5000
+
+
+def test_docker_engine_down_gives_503_and_service_recovers_without_restart(fresh_db, docker_client, procs, tmp_path):
+    import subprocess
+
+    env = service_env(web_concurrency=1, reconcile_interval_seconds=2)
+    web, base = start_web(tmp_path, env)
+    procs.append(web)
+    procs.append(start_worker(tmp_path, env))
+    model = register(base)
+    assert requests.post(f"{base}/api/models/{model['id']}/infer", json={}, timeout=60).status_code == 200
+    with open("/var/run/docker.pid") as handle:
+        dockerd = int(handle.read().strip())
+    subprocess.run(["kill", "-TERM", str(dockerd)], check=True)
+    try:
+        deadline = time.monotonic() + 60
+        while subprocess.run(["docker", "version"], capture_output=True).returncode == 0:
+            assert time.monotonic() < deadline, "dockerd did not stop"
+            time.sleep(0.3)
+        down = requests.post(f"{base}/api/models/{model['id']}/infer", json={}, timeout=60)
+        assert down.status_code == 503 and down.json()["error"]["code"] == "engine_unavailable"
+        assert "Retry-After" in down.headers
+        ready = requests.get(f"{base}/readyz", timeout=10)
+        assert ready.status_code == 503 and "Docker engine unreachable" in ready.json()["checks"]["docker"]["reason"]
+    finally:
+        subprocess.run(["bash", "scripts/docker-engine.sh"], check=True)
+    back = requests.post(f"{base}/api/models/{model['id']}/infer", json={"back": True}, timeout=60)
+    assert back.status_code == 200 and back.json()["echo"] == {"back": True}
+    assert requests.get(f"{base}/readyz", timeout=10).status_code == 200
