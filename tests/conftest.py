@@ -42,6 +42,7 @@ BASE_SETTINGS: dict[str, Any] = {
     "max_request_bytes": 64 * 1024,
     "default_memory": "64m",
     "run_background": "worker",
+    "auth_disabled": True,  # tests/test_security.py covers authentication with real tokens
     "TESTING": True,
 }
 
