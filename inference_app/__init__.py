@@ -58,9 +58,11 @@ def create_app(config_overrides: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(health_bp)
     app.register_blueprint(dashboard_bp)
 
+    from . import request_log
     from .api.errors import register_error_handlers
     from .cli import register_commands
 
+    request_log.init_app(app)
     register_error_handlers(app)
     register_commands(app)
     return app

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import urlencode
 
-from flask import Response, jsonify, request
+from flask import Response, g, jsonify, request
 
 from ..errors import InvalidInput
 from ..services import inference, lifecycle, registry
@@ -76,7 +76,7 @@ def infer(model_id: int):
     principal = caller()
     context().rate_limiter.check(principal.name if principal.token_id is None else f"token:{principal.token_id}")
     model = registry.model_for_inference(model_id, request.args.get("version") or None, visible_to=principal)
-    request_id = inference.request_id_from(request.headers.get("X-Request-ID"))
+    request_id = g.request_id
     body = request.get_data(cache=False)
     query = urlencode([(k, v) for k, v in request.args.items(multi=True) if k != "version"])
     result = inference.infer(model, body, request.headers, request_id, query)
