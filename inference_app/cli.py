@@ -6,6 +6,7 @@ import signal
 
 import click
 from flask import Flask, current_app
+from flask.cli import AppGroup
 
 EXAMPLE = {
     "user_id": "demo",
@@ -41,6 +42,53 @@ def register_commands(app: Flask) -> None:
 
         model, created = register_model(EXAMPLE, context().settings)
         click.echo(f"example model {'registered' if created else 'already registered'}: id {model.id} ({model.image})")
+
+    tokens = AppGroup("tokens", help="Create, list and revoke API tokens.")
+    app.cli.add_command(tokens)
+
+    @tokens.command("create")
+    @click.option("--user", "user_id", help="the user_id whose models the token may use")
+    @click.option("--admin", is_flag=True, help="an admin token: every model, the ingestion log")
+    @click.option("--name", default="", help="a note saying what the token is for")
+    def create_token(user_id: str | None, admin: bool, name: str) -> None:
+        """Create a token and print it (it is shown only this once)."""
+        from .services.auth import create_token
+
+        if bool(user_id) == admin:
+            raise click.UsageError("give exactly one of --user USER_ID or --admin")
+        token, plain = create_token(name or (f"user {user_id}" if user_id else "admin"), user_id, admin)
+        click.echo(f"token {token.id} for {'admin' if admin else 'user ' + user_id}: {plain}")
+        click.echo("store it now: only its hash is kept", err=True)
+
+    @tokens.command("list")
+    def list_tokens() -> None:
+        """List tokens (ids, owners, prefixes; never the tokens)."""
+        from .extensions import db
+        from .models import ApiToken
+
+        for token in db.session.query(ApiToken).order_by(ApiToken.id):
+            owner = "admin" if token.is_admin else f"user {token.user_id}"
+            state = f"revoked {token.revoked_at:%Y-%m-%d %H:%M}" if token.revoked_at else "active"
+            click.echo(f"{token.id}\t{token.prefix}...\t{owner}\t{state}\t{token.name}")
+
+    @tokens.command("revoke")
+    @click.argument("token_id", type=int)
+    def revoke(token_id: int) -> None:
+        """Revoke a token by id (effective within seconds in every process)."""
+        from .services.auth import revoke_token
+
+        if revoke_token(token_id) is None:
+            raise click.ClickException(f"no token with id {token_id}")
+        click.echo(f"token {token_id} revoked")
+
+    @tokens.command("ensure-admin")
+    def ensure_admin() -> None:
+        """On first start with no token: create an admin token and print it once."""
+        from .services.auth import ensure_admin_token
+
+        plain = ensure_admin_token()
+        if plain:
+            click.echo(f"first start: admin token (shown once, keep it): {plain}")
 
     @app.cli.command("reconcile")
     def reconcile_once() -> None:

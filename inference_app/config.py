@@ -87,6 +87,9 @@ class Settings:
     log_json: bool = False
     secret_key: str = ""
     example_model: bool = True
+    auth_disabled: bool = False
+    image_allowlist: str = ""
+    rate_limit_per_minute: int = 1200
     kafka_bootstrap_servers: str = ""
     kafka_group_id: str = "inference-service"
     kafka_topic_uploaded: str = "model.uploaded"
@@ -141,6 +144,10 @@ class Settings:
             raise ConfigError(str(exc)) from None
 
     @property
+    def allowed_image_prefixes(self) -> tuple[str, ...]:
+        return tuple(p.strip() for p in self.image_allowlist.split(",") if p.strip())
+
+    @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
 
@@ -180,6 +187,8 @@ _PARSERS = {
     "log_level": lambda n, r: parse_choice(n, r, ("debug", "info", "warning", "error")).upper(),
     "log_json": parse_bool,
     "example_model": parse_bool,
+    "auth_disabled": parse_bool,
+    "rate_limit_per_minute": _int(0),
     "kafka_max_event_bytes": _int(256, 16 * 1024 * 1024),
     "kafka_batch_size": _int(1, 100_000),
 }

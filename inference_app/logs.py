@@ -17,8 +17,8 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        for key in ("request_id", "model_id", "status", "duration_ms", "cold_start"):
-            if hasattr(record, key):
+        for key in ("request_id", "method", "path", "model_id", "status", "duration_ms", "cold_start"):
+            if getattr(record, key, None) is not None:
                 entry[key] = getattr(record, key)
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)

@@ -9,5 +9,12 @@ eval "$(bash scripts/provision.sh --env)"
 export TEST_DATABASE_URL="${TEST_DATABASE_URL:-$DATABASE_URL}"
 unset DATABASE_URL  # the suite builds its own apps; nothing may fall back to a developer's database
 
+bash scripts/kafka.sh start >&2
+TEST_KAFKA_BOOTSTRAP_SERVERS="$(bash scripts/kafka.sh bootstrap)"
+export TEST_KAFKA_BOOTSTRAP_SERVERS
+unset KAFKA_BOOTSTRAP_SERVERS
+
+bash scripts/chromium.sh >&2
+
 mkdir -p test-artifacts
-.venv/bin/python -m pytest tests -p no:cacheprovider -q -ra --timeout=600 "$@"
+exec .venv/bin/python -m pytest tests -p no:cacheprovider -q -ra --timeout=900 -W ignore::DeprecationWarning "$@"

@@ -42,6 +42,7 @@ BASE_SETTINGS: dict[str, Any] = {
     "max_request_bytes": 64 * 1024,
     "default_memory": "64m",
     "run_background": "worker",
+    "auth_disabled": True,  # tests/test_security.py covers authentication with real tokens
     "TESTING": True,
 }
 
@@ -98,6 +99,7 @@ def built_app(docker_client, **overrides):
     try:
         yield app
     finally:
+        app.extensions["inference"].ledger.close()  # no late writes into the next test's tables
         _remove_containers(docker_client)
         with app.app_context():
             db.session.remove()

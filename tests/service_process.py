@@ -37,6 +37,7 @@ def service_env(**overrides) -> dict[str, str]:
             "START_TIMEOUT_SECONDS": "20",
             "FLASK_APP": "wsgi",
             "EXAMPLE_MODEL": "false",
+            "AUTH_DISABLED": "true",
         }
     )
     env.update({k.upper(): str(v) for k, v in overrides.items()})

@@ -48,6 +48,7 @@ class Activity:
         self._minutes: dict[tuple[int, datetime], list[int]] = {}
         self._engine: Engine | None = None
         self._flusher: threading.Thread | None = None
+        self._closed = threading.Event()
         self._pid = os.getpid()
 
     # -- requests ------------------------------------------------------------------------------
@@ -156,9 +157,16 @@ class Activity:
         self._held.clear()
         self._dirty.clear()
 
+    def close(self) -> None:
+        """Stop the flusher after a last flush (app teardown, process exit)."""
+        self._closed.set()
+        if self._flusher is not None and self._flusher.is_alive():
+            self._flusher.join(timeout=5)
+        if self._engine is not None:
+            self.flush()
+
     def _flush_forever(self) -> None:
-        while True:
-            time.sleep(FLUSH_INTERVAL)
+        while not self._closed.wait(FLUSH_INTERVAL):
             try:
                 self.flush()
                 self._release_lingering()

@@ -25,6 +25,7 @@ from ..errors import (
     StartTimeout,
 )
 from ..extensions import db
+from ..metrics import COLD_START, WAITERS
 from ..models import ACTIVE, EventKind, ModelEvent, ServedModel, Status, utcnow
 from ..runtime.engine import ContainerSpec, Endpoint
 from ..runtime.readiness import backoff_delays, wait_ready
@@ -76,21 +77,25 @@ def ensure_ready(model: ServedModel, claimed: threading.Event | None = None) -> 
     began = time.monotonic()
     deadline = began + settings.queue_timeout_seconds + settings.start_timeout_seconds
     flight, leader = ctx.flights.join(model_id)
-    if not leader:
-        if claimed is not None:
-            claimed.set()
-        if not flight.done.wait(timeout=max(0.0, deadline - time.monotonic())):
-            raise StartTimeout("gave up waiting for the model's container to start", retry_after=5)
-        if flight.error is not None:
-            raise flight.error
-        return Readiness(flight.result, cold=True, waited_s=time.monotonic() - began)
+    WAITERS.inc()
     try:
-        endpoint = _bring_up(model_id, began, claimed)
-    except BaseException as exc:
-        ctx.flights.finish(model_id, flight, error=exc)
-        raise
-    ctx.flights.finish(model_id, flight, result=endpoint)
-    return Readiness(endpoint, cold=True, waited_s=time.monotonic() - began)
+        if not leader:
+            if claimed is not None:
+                claimed.set()
+            if not flight.done.wait(timeout=max(0.0, deadline - time.monotonic())):
+                raise StartTimeout("gave up waiting for the model's container to start", retry_after=5)
+            if flight.error is not None:
+                raise flight.error
+            return Readiness(flight.result, cold=True, waited_s=time.monotonic() - began)
+        try:
+            endpoint = _bring_up(model_id, began, claimed)
+        except BaseException as exc:
+            ctx.flights.finish(model_id, flight, error=exc)
+            raise
+        ctx.flights.finish(model_id, flight, result=endpoint)
+        return Readiness(endpoint, cold=True, waited_s=time.monotonic() - began)
+    finally:
+        WAITERS.dec()
 
 
 def _bring_up(model_id: int, began: float, claimed: threading.Event | None) -> Endpoint:
@@ -218,6 +223,7 @@ def _start_claimed(model_id: int) -> Endpoint:
         _abandon(model_id, Status.FAILED, f"start failed: {exc.__class__.__name__}")
         raise ContainerFailed("the container could not be started") from exc
     duration = time.monotonic() - began
+    COLD_START.observe(duration)
     with claim_transaction():
         model = locked_model(model_id)
         if model.state is not Status.STARTING or model.lease_owner != ctx.owner:

@@ -15,6 +15,7 @@ from ..config import Settings
 from ..errors import InvalidInput, ModelNotFound
 from ..extensions import db
 from ..models import ServedModel, Status, utcnow
+from .auth import Principal
 from .validation import Registration, safe_name, validate_registration
 
 logger = logging.getLogger(__name__)
@@ -50,9 +51,13 @@ class Versioned:
         return reg.user_id, reg.model_name, reg.version
 
 
-def register_model(data: Any, settings: Settings, keep_unknown: bool = False) -> tuple[ServedModel, bool]:
+def register_model(
+    data: Any, settings: Settings, keep_unknown: bool = False, principal: Principal | None = None
+) -> tuple[ServedModel, bool]:
     """Validate and upsert by user_id+model_name+version; returns (model, created)."""
     reg = validate_registration(data, settings, keep_unknown=keep_unknown)
+    if principal is not None:
+        principal.require_owner(reg.user_id)
     existed = _find(reg.user_id, reg.model_name, reg.version) is not None
     [(model_id, _applied)] = upsert_registrations([Versioned(reg)]).values()
     db.session.commit()
@@ -184,15 +189,20 @@ def _find(user_id: str, model_name: str, version: str) -> ServedModel | None:
     )
 
 
-def get_model(model_id: int, include_deleted: bool = False, fresh: bool = False) -> ServedModel:
-    """The model with its live status; ModelNotFound otherwise. fresh: re-read the row."""
+def get_model(
+    model_id: int, include_deleted: bool = False, fresh: bool = False, visible_to: Principal | None = None
+) -> ServedModel:
+    """The model with its live status; ModelNotFound otherwise (also for another owner's model,
+    so ids cannot be probed). fresh: re-read the row."""
     model = db.session.get(ServedModel, model_id, populate_existing=fresh)
     if model is None or (model.deleted_at is not None and not include_deleted):
+        raise ModelNotFound(f"no model with id {model_id}")
+    if visible_to is not None and not visible_to.can_see(model):
         raise ModelNotFound(f"no model with id {model_id}")
     return model
 
 
-def model_for_inference(model_id: int, version: str | None = None) -> ServedModel:
+def model_for_inference(model_id: int, version: str | None = None, visible_to: Principal | None = None) -> ServedModel:
     """The version an inference for model_id goes to: the one named, else the newest registered.
 
     One query: the model's family (same user_id and model_name) joined to the id asked for.
@@ -203,10 +213,12 @@ def model_for_inference(model_id: int, version: str | None = None) -> ServedMode
         .join(asked, (asked.user_id == ServedModel.user_id) & (asked.model_name == ServedModel.model_name))
         .where(asked.id == model_id, asked.deleted_at.is_(None), ServedModel.deleted_at.is_(None))
     )
+    if visible_to is not None and not visible_to.is_admin:
+        query = query.where(ServedModel.user_id == visible_to.user_id)
     if version is not None:
         found = db.session.scalar(query.where(ServedModel.version == safe_name("version", version)))
         if found is None:
-            get_model(model_id)  # 404 for the model itself first
+            get_model(model_id, visible_to=visible_to)  # 404 for the model itself first
             raise ModelNotFound(f"model {model_id} has no version {version!r}")
         return found
     found = db.session.scalar(query.order_by(ServedModel.id.desc()).limit(1))
@@ -223,13 +235,16 @@ def list_models(
     page: int = 1,
     per_page: int = 20,
     include_deleted: bool = False,
+    visible_to: Principal | None = None,
 ) -> Page:
-    """One page of models, newest id first, with the filters applied."""
+    """One page of models, newest id first, with the filters applied (and the caller's scope)."""
     if page < 1:
         raise InvalidInput("page must be 1 or more", field="page")
     if not 1 <= per_page <= MAX_PER_PAGE:
         raise InvalidInput(f"per_page must be between 1 and {MAX_PER_PAGE}", field="per_page")
     query = select(ServedModel)
+    if visible_to is not None and not visible_to.is_admin:
+        query = query.where(ServedModel.user_id == visible_to.user_id)
     if user_id:
         query = query.where(ServedModel.user_id == safe_name("user_id", user_id))
     if status:

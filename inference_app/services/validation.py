@@ -125,7 +125,7 @@ def validate_registration(data: Any, settings: Settings, keep_unknown: bool = Fa
     reg = Registration(
         user_id=safe_name("user_id", data.get("user_id")),
         model_name=safe_name("model_name", data.get("model_name")),
-        image=_image(data.get("image")),
+        image=_image(data.get("image"), settings.allowed_image_prefixes),
     )
     if data.get("version") is not None:
         reg.version = safe_name("version", data["version"])
@@ -155,13 +155,18 @@ def validate_registration(data: Any, settings: Settings, keep_unknown: bool = Fa
     return reg
 
 
-def _image(value: Any) -> str:
+def _image(value: Any, allowed_prefixes: tuple[str, ...]) -> str:
     if value is None or value == "":
         raise InvalidInput("image is required", field="image")
     if not isinstance(value, str):
         raise InvalidInput("image must be a string", field="image")
     if len(value) > 512 or not IMAGE_REF.fullmatch(value):
         raise InvalidInput(f"image {value[:100]!r} is not a valid image reference (like registry/name:tag)", field="image")
+    if allowed_prefixes and not value.startswith(allowed_prefixes):
+        raise InvalidInput(
+            f"image {value!r} is not allowed here (IMAGE_ALLOWLIST permits: {', '.join(allowed_prefixes)})",
+            field="image",
+        )
     return value
 
 
