@@ -26,7 +26,10 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-SHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
+ROOT = Path(__file__).resolve().parent.parent
+# Screenshots go to test-artifacts/ on every run, and to docs/screenshots/ (committed, shown in
+# the README) when UPDATE_SCREENSHOTS=1, so an ordinary test run leaves the work tree clean.
+SHOTS = ROOT / ("docs/screenshots" if os.environ.get("UPDATE_SCREENSHOTS") == "1" else "test-artifacts/screenshots")
 LAPTOP = {"width": 1280, "height": 860}
 PHONE = {"width": 390, "height": 844}
 
@@ -178,3 +181,25 @@ def test_model_detail_and_running_views(open_page, client, register):
     expect(events).to_have_url(re.compile(r"/events\?kind=evicted$"))
     expect(events.locator("#events .badge")).to_have_count(1)
     shot(events, "events.png")
+
+
+@pytest.mark.settings(auth_disabled=False)
+def test_sign_in_with_a_token_shows_only_the_users_models(app, open_page, register):
+    from inference_app.services import auth
+
+    register(user_id="alice", model_name="alices-model")
+    register(user_id="bob", model_name="bobs-model")
+    with app.app_context():
+        _, token = auth.create_token("alice", "alice", False)
+    page = open_page("/")
+    expect(page).to_have_url(re.compile(r"/login\?next="))
+    page.get_by_label("API token").fill("inf_wrong")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("alert")).to_contain_text("unknown or has been revoked")
+    page.get_by_label("API token").fill(token)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("link", name="alices-model")).to_be_visible()
+    expect(page.get_by_role("link", name="bobs-model")).to_have_count(0)
+    page.get_by_role("button", name="Sign out").click()
+    expect(page).to_have_url(re.compile(r"/login"))
+    auth.forget_cached_tokens()

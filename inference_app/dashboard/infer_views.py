@@ -14,6 +14,7 @@ from ..extensions import db
 from ..models import ServedModel
 from ..services import inference, registry
 from . import bp
+from .signin import viewer
 from .formatting import pretty_json
 from .htmx import page_or_partial, wants_partial
 
@@ -112,14 +113,14 @@ def _readable(raw: bytes, content_type: str, truncated: bool) -> str:
 @bp.get("/models/<int:model_id>/infer")
 def infer_panel(model_id: int):
     """The Infer page; for htmx, the panel that opens under the model's row."""
-    model = registry.get_model(model_id)
+    model = registry.get_model(model_id, visible_to=viewer())
     return page_or_partial("infer.html", "partials/infer_panel.html", model=model, body_text=example_body(model))
 
 
 @bp.post("/models/<int:model_id>/infer")
 def infer_model(model_id: int):
     """Send the editor's JSON through the inference service (starting the model if needed)."""
-    model = registry.get_model(model_id)
+    model = registry.get_model(model_id, visible_to=viewer())
     text = request.form.get("body", "")
     answer, error, status = None, None, 200
     try:

@@ -14,6 +14,7 @@ from ..extensions import db
 from ..models import ServedModel, Status
 from ..services import insights, lifecycle, registry
 from . import bp
+from .signin import viewer
 from .chart import inference_chart
 from .htmx import is_htmx, page_or_partial, redirect_back
 from .infer_views import example_body
@@ -72,6 +73,7 @@ def models():
             search=filters.q or None,
             page=filters.page,
             per_page=PER_PAGE,
+            visible_to=viewer(),
         )
     except InvalidInput as exc:
         db.session.rollback()
@@ -98,7 +100,7 @@ def models():
 @bp.get("/models/<int:model_id>/row")
 def model_row(model_id: int):
     """One model's row: what the list polls while its container starts or stops."""
-    return render_template("partials/model_row.html", row=live_model(registry.get_model(model_id), since_arg()))
+    return render_template("partials/model_row.html", row=live_model(registry.get_model(model_id, visible_to=viewer()), since_arg()))
 
 
 def _detail(model: ServedModel, since: float | None, error: str | None = None) -> dict:
@@ -108,14 +110,14 @@ def _detail(model: ServedModel, since: float | None, error: str | None = None) -
         "container": insights.container_report(model),
         "history": history,
         "chart": inference_chart(history),
-        "events": insights.recent_events(model_id=model.id, limit=10),
+        "events": insights.recent_events(model_id=model.id, limit=10, visible_to=viewer()),
     }
 
 
 @bp.get("/models/<int:model_id>")
 def model_detail(model_id: int):
     """A model's page; for htmx, its live part (status, container, activity, log, events)."""
-    model = registry.get_model(model_id)
+    model = registry.get_model(model_id, visible_to=viewer())
     context = _detail(model, since_arg())
     context["polling"] = context["row"].progress.polling
     return page_or_partial(
@@ -126,7 +128,7 @@ def model_detail(model_id: int):
 @bp.post("/models/<int:model_id>/start")
 def start_model(model_id: int):
     """Ask for a start without waiting; the row then shows its progress."""
-    model = registry.get_model(model_id)
+    model = registry.get_model(model_id, visible_to=viewer())
     since = time.time()
     try:
         lifecycle.request_start(model, wait=False, keep_warm=False)
@@ -138,7 +140,7 @@ def start_model(model_id: int):
 @bp.post("/models/<int:model_id>/stop")
 def stop_model(model_id: int):
     """Stop and remove the container (waits for it: a stop takes at most the stop timeout)."""
-    registry.get_model(model_id)  # unknown or deleted models are a 404, as in the API
+    registry.get_model(model_id, visible_to=viewer())  # unknown or deleted models are a 404, as in the API
     try:
         lifecycle.stop(model_id)
     except ServiceError as exc:
@@ -150,7 +152,7 @@ def _after_action(model_id: int, since: float | None, error: ServiceError | None
     """htmx: the updated fragment the button belongs to. Without JavaScript: back where it came from."""
     if error is not None:
         db.session.rollback()
-    model = registry.get_model(model_id, fresh=True)
+    model = registry.get_model(model_id, fresh=True, visible_to=viewer())
     if not is_htmx():
         label = f"{model.user_id}/{model.model_name}:{model.version}"
         if error is not None:

@@ -7,6 +7,7 @@ from flask import request, url_for
 from ..models import EventKind
 from ..services import insights
 from . import bp
+from .signin import viewer
 from .htmx import is_htmx, page_or_partial, wants_partial
 from .model_state import live_model
 
@@ -19,13 +20,13 @@ KAFKA_ROWS = 20
 @bp.get("/running")
 def running():
     """Models holding a container slot, the capacity, and recent evictions and idle stops."""
-    rows = [live_model(m) for m in insights.active_models()]
+    rows = [live_model(m) for m in insights.active_models(visible_to=viewer())]
     return page_or_partial(
         "running.html",
         "partials/running.html",
         capacity=insights.capacity(),
         rows=rows,
-        stops=insights.recent_events(kinds=STOP_KINDS, limit=20),
+        stops=insights.recent_events(kinds=STOP_KINDS, limit=20, visible_to=viewer()),
         polling=any(r.progress.polling for r in rows),
     )
 
@@ -46,6 +47,7 @@ def events():
             kinds=[kind] if kind else None,
             limit=EVENTS_PER_PAGE,
             before_id=int(raw_before) if raw_before else None,
+            visible_to=viewer(),
         )
     older = rows[-1].event.id if len(rows) == EVENTS_PER_PAGE else None
     response = page_or_partial(
@@ -67,5 +69,7 @@ def events():
 
 
 def _kafka() -> dict:
-    """What the Kafka listener applied and refused: shown under the lifecycle events."""
+    """What the Kafka listener applied and refused: shown to admins under the lifecycle events."""
+    if not viewer().is_admin:
+        return {"ingested": [], "dead_letters": [], "kafka_hidden": True}
     return {"ingested": insights.recent_ingested(KAFKA_ROWS), "dead_letters": insights.recent_dead_letters(KAFKA_ROWS)}

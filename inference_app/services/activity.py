@@ -230,6 +230,18 @@ class SharedActivity(Activity):
         self._conn = None
         self._shared.clear()
 
+    def close(self) -> None:
+        """Also end the lock session: every shared lock it still holds goes with it."""
+        super().close()
+        with self._conn_lock:
+            if self._conn is not None:
+                try:
+                    self._conn.close()
+                except Exception:  # already broken: nothing left to release
+                    pass
+            self._conn = None
+            self._shared.clear()
+
     def _query(self, sql: str, model_id: int) -> bool:
         with self._conn_lock:
             try:

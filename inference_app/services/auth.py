@@ -100,7 +100,11 @@ def authenticate(header: str | None) -> Principal:
 
 
 def principal_for_token(token: str) -> Principal | None:
-    digest = hash_token(token)
+    return principal_for_hash(hash_token(token))
+
+
+def principal_for_hash(digest: str) -> Principal | None:
+    """The principal of an active token by its hash (what a dashboard session keeps)."""
     now = time.monotonic()
     with _cache_lock:
         hit = _cache.get(digest)

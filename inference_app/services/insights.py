@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 from ..errors import ServiceError
 from ..extensions import db
 from ..models import ACTIVE, DeadLetter, InferenceMinute, IngestedEvent, ModelEvent, ServedModel, Status, utcnow
+from .auth import Principal
 from .context import context
 
 LOG_LINES = 20
@@ -181,16 +182,17 @@ def capacity() -> Capacity:
     )
 
 
-def active_models(limit: int = 500) -> list[ServedModel]:
-    """Models holding a container slot, most recently changed first."""
-    return list(
-        db.session.scalars(
-            select(ServedModel)
-            .where(ServedModel.status.in_([s.value for s in ACTIVE]))
-            .order_by(ServedModel.status_changed_at.desc(), ServedModel.id.desc())
-            .limit(limit)
-        )
+def active_models(limit: int = 500, visible_to: Principal | None = None) -> list[ServedModel]:
+    """Models holding a container slot, most recently changed first (the caller's, for a user)."""
+    query = (
+        select(ServedModel)
+        .where(ServedModel.status.in_([s.value for s in ACTIVE]))
+        .order_by(ServedModel.status_changed_at.desc(), ServedModel.id.desc())
+        .limit(limit)
     )
+    if visible_to is not None and not visible_to.is_admin:
+        query = query.where(ServedModel.user_id == visible_to.user_id)
+    return list(db.session.scalars(query))
 
 
 def recent_events(
@@ -198,6 +200,7 @@ def recent_events(
     model_id: int | None = None,
     limit: int = 50,
     before_id: int | None = None,
+    visible_to: Principal | None = None,
 ) -> list[EventRow]:
     """Lifecycle events, newest first, each with its model (None once the model is gone)."""
     query = (
@@ -212,6 +215,8 @@ def recent_events(
         query = query.where(ModelEvent.model_id == model_id)
     if before_id is not None:
         query = query.where(ModelEvent.id < before_id)
+    if visible_to is not None and not visible_to.is_admin:
+        query = query.where(ServedModel.user_id == visible_to.user_id)
     return [EventRow(event, model) for event, model in db.session.execute(query).all()]
 
 
