@@ -8,4 +8,4 @@ from . import access  # noqa: E402
 
 access.install(bp)
 
-from . import events_routes, models_routes  # noqa: E402,F401  (routes attach to bp)
+from . import events_routes, models_routes, openapi  # noqa: E402,F401  (routes attach to bp)
