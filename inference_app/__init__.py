@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from flask import Flask
 from sqlalchemy import event

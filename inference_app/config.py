@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields, replace
-from typing import Any, Mapping
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any
 
 
 class ConfigError(ValueError):
@@ -98,7 +99,7 @@ class Settings:
     kafka_batch_size: int = 2000
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, instance_path: str = "instance") -> "Settings":
+    def from_env(cls, environ: Mapping[str, str] | None = None, instance_path: str = "instance") -> Settings:
         """Read and validate settings; raise ConfigError naming the variable at fault."""
         env = os.environ if environ is None else environ
         known = {f.name.upper() for f in fields(cls)}
@@ -119,7 +120,7 @@ class Settings:
         settings.check()
         return settings
 
-    def with_overrides(self, overrides: Mapping[str, Any]) -> "Settings":
+    def with_overrides(self, overrides: Mapping[str, Any]) -> Settings:
         names = {f.name for f in fields(self)}
         unknown = sorted(k for k in overrides if k.lower() not in names)
         if unknown:

@@ -34,7 +34,9 @@ def configure_logging(level: str, as_json: bool) -> None:
         return
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
-        JsonFormatter() if as_json else logging.Formatter("%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s")
+        JsonFormatter()
+        if as_json
+        else logging.Formatter("%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s")
     )
     root.addHandler(handler)
     for noisy in ("apscheduler", "urllib3", "docker", "kafka"):

@@ -24,10 +24,14 @@ INFERENCE_REQUESTS = Counter(
     "inference_requests_total", "Inference requests by model and HTTP status", ["model_id", "status"]
 )
 INFERENCE_LATENCY = Histogram(
-    "inference_request_duration_seconds", "Inference latency as the client saw it", ["cold_start"], buckets=LATENCY_BUCKETS
+    "inference_request_duration_seconds",
+    "Inference latency as the client saw it",
+    ["cold_start"],
+    buckets=LATENCY_BUCKETS,
 )
 COLD_START = Histogram(
-    "inference_cold_start_duration_seconds", "Container start until the model answered its health check",
+    "inference_cold_start_duration_seconds",
+    "Container start until the model answered its health check",
     buckets=COLD_BUCKETS,
 )
 HTTP_REQUESTS = Counter("http_requests_total", "HTTP requests by route and status", ["route", "status"])
@@ -63,7 +67,9 @@ class _Static:
 def _deployment_families(settings):
     running = db.session.scalar(select(func.count()).where(ServedModel.status == Status.RUNNING.value))
     active = db.session.scalar(
-        select(func.count()).where(ServedModel.status.in_([Status.STARTING.value, Status.RUNNING.value, Status.STOPPING.value]))
+        select(func.count()).where(
+            ServedModel.status.in_([Status.STARTING.value, Status.RUNNING.value, Status.STOPPING.value])
+        )
     )
     gauge = GaugeMetricFamily("inference_containers", "Model containers by state", labels=["state"])
     gauge.add_metric(["running"], running or 0)
@@ -71,7 +77,9 @@ def _deployment_families(settings):
     yield gauge
     yield GaugeMetricFamily("inference_containers_cap", "MAX_RUNNING_CONTAINERS", value=settings.max_running_containers)
     lifecycle = CounterMetricFamily(
-        "inference_lifecycle_events", "Starts, stops by reason (idle, manual, eviction, failure) and more", labels=["kind"]
+        "inference_lifecycle_events",
+        "Starts, stops by reason (idle, manual, eviction, failure) and more",
+        labels=["kind"],
     )
     for kind, count in db.session.execute(select(ModelEvent.kind, func.count()).group_by(ModelEvent.kind)):
         lifecycle.add_metric([kind], count)
@@ -81,7 +89,9 @@ def _deployment_families(settings):
     applied = CounterMetricFamily("kafka_events_applied", "Events applied by the active listener since it started")
     applied.add_metric([], kafka.get("applied", 0) or 0)
     yield applied
-    dead = CounterMetricFamily("kafka_events_dead_lettered", "Events dead-lettered by the active listener since it started")
+    dead = CounterMetricFamily(
+        "kafka_events_dead_lettered", "Events dead-lettered by the active listener since it started"
+    )
     dead.add_metric([], kafka.get("dead_lettered", 0) or 0)
     yield dead
     if kafka.get("lag") is not None:

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import requests
-
 from conftest import BASE_SETTINGS, INSTANCE, PG_URL
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -4,9 +4,9 @@ import re
 
 import pytest
 import schemathesis
+from conftest import built_app
 from hypothesis import HealthCheck, settings
 
-from conftest import built_app
 from inference_app.services import auth
 
 DOCUMENTED_BLUEPRINTS = ("api.", "health.")
@@ -67,4 +67,10 @@ def test_no_generated_request_is_a_server_error(case, fuzz_target):
         f"{case.method} {case.formatted_path} -> {response.status_code}: {response.text[:500]}"
     )
     if response.status_code >= 500:
-        assert response.json()["error"]["code"] in ("image_not_found", "container_failed", "engine_unavailable", "no_capacity", "start_timeout")
+        assert response.json()["error"]["code"] in (
+            "image_not_found",
+            "container_failed",
+            "engine_unavailable",
+            "no_capacity",
+            "start_timeout",
+        )

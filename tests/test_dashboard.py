@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from conftest import ECHO, NEVER_HEALTHY, managed_containers
@@ -353,7 +353,7 @@ def test_htmx_is_vendored_not_fetched_from_a_cdn(client):
 
 
 # -- pure parts --------------------------------------------------------------------------------------
-NOW = datetime(2025, 1, 1, 12, 0, 30, tzinfo=timezone.utc)
+NOW = datetime(2025, 1, 1, 12, 0, 30, tzinfo=UTC)
 
 
 def _model(status: str, changed_s_ago: float, last_error: str | None = None) -> ServedModel:

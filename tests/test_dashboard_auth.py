@@ -1,8 +1,8 @@
 """The dashboard's sign-in: a token opens a session with the token's scope."""
 
 import pytest
-
 from conftest import ECHO
+
 from inference_app.services import auth
 
 

@@ -11,7 +11,6 @@ import time
 import docker
 import pytest
 import requests
-
 from conftest import INSTANCE, IRIS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -27,9 +26,7 @@ def free_port() -> int:
 @pytest.fixture
 def default_service(tmp_path):
     port = free_port()
-    env = {
-        k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "TEST_DATABASE_URL")
-    } | {
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "TEST_DATABASE_URL")} | {
         "INSTANCE_PATH": str(tmp_path / "instance"),
         "PORT": str(port),
         "INSTANCE_NAME": f"{INSTANCE}sqlite",
@@ -47,7 +44,12 @@ def default_service(tmp_path):
     token = outputs[1].strip().rsplit(" ", 1)[-1]
     assert token.startswith("inf_"), outputs[1]
     again = subprocess.run(
-        [os.path.join(BIN, "flask"), "tokens", "ensure-admin"], cwd=ROOT, env=env, check=True, capture_output=True, text=True
+        [os.path.join(BIN, "flask"), "tokens", "ensure-admin"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
     )
     assert again.stdout == "", "the admin token must be printed only once"
     log = open(tmp_path / "gunicorn.log", "w+")
@@ -69,7 +71,9 @@ def default_service(tmp_path):
     process.wait(timeout=30)
     log.close()
     client = docker.from_env()
-    for container in client.containers.list(all=True, filters={"label": f"io.inference-service.instance={INSTANCE}sqlite"}):
+    for container in client.containers.list(
+        all=True, filters={"label": f"io.inference-service.instance={INSTANCE}sqlite"}
+    ):
         container.remove(force=True)
 
 

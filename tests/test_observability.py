@@ -5,8 +5,8 @@ import logging
 import re
 
 import pytest
-
 from conftest import ECHO
+
 from inference_app.logs import JsonFormatter
 
 
@@ -39,9 +39,10 @@ def test_metrics_follow_a_cold_start_and_an_eviction(client, register):
 
 
 def test_metrics_count_dead_lettered_events(app, client):
+    from kafka_support import create_topics, fresh_topics, producer, require_kafka, send, wait_for
+
     from inference_app.events.listener import KafkaListener
     from inference_app.services.context import context
-    from kafka_support import create_topics, fresh_topics, producer, require_kafka, send, wait_for
 
     require_kafka()
     topics = fresh_topics()

@@ -7,7 +7,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
-
 from conftest import ECHO, SLOW, built_app, created_since, managed_containers
 from service_process import service_env, start_web, start_worker
 
@@ -175,11 +174,11 @@ def test_background_runner_killed_alone_is_replaced_within_30s(fresh_db, procs, 
 
 
 def test_listener_process_killed_mid_stream_loses_and_doubles_nothing(fresh_db, procs, tmp_path):
+    from kafka_support import create_topics, fresh_topics, producer, require_kafka, send, wait_for
     from sqlalchemy import func, select
 
     from inference_app.extensions import db
     from inference_app.models import IngestedEvent, ServedModel
-    from kafka_support import create_topics, fresh_topics, producer, require_kafka, send, wait_for
 
     require_kafka()
     topics = fresh_topics()
@@ -196,7 +195,12 @@ def test_listener_process_killed_mid_stream_loses_and_doubles_nothing(fresh_db, 
 
     prod = producer()
     for i in range(5000):
-        send(prod, topics["kafka_topic_uploaded"], {"user_id": f"u{i % 13}", "model_name": f"m{i}", "image": ECHO, "event_id": f"k-{i}"}, key=str(i))
+        send(
+            prod,
+            topics["kafka_topic_uploaded"],
+            {"user_id": f"u{i % 13}", "model_name": f"m{i}", "image": ECHO, "event_id": f"k-{i}"},
+            key=str(i),
+        )
     prod.flush()
     prod.close()
     models = select(func.count()).select_from(ServedModel)

@@ -3,8 +3,8 @@
 import json
 
 import pytest
-
 from conftest import ECHO, built_app, managed_containers
+
 from inference_app.services import auth
 from inference_app.services.rate_limit import RateLimiter
 
@@ -73,7 +73,12 @@ def test_token_matrix_for_every_route(secured, docker_client):
     admin = bearer(tokens["admin"])
     assert client.get("/api/models", headers=admin).get_json()["total"] == 2
     assert client.post(f"/api/models/{a}/infer", json={"k": 2}, headers=admin).status_code == 200
-    for path in ("/api/events", "/api/events/dead-letters", "/api/lifecycle-events", f"/api/models/{a}/lifecycle-events"):
+    for path in (
+        "/api/events",
+        "/api/events/dead-letters",
+        "/api/lifecycle-events",
+        f"/api/models/{a}/lifecycle-events",
+    ):
         assert client.get(path, headers=admin).status_code == 200
 
 
@@ -119,7 +124,8 @@ def test_cli_creates_lists_and_revokes_tokens(secured):
 def test_image_allowlist_refuses_other_images_from_the_api(secured):
     app, tokens = secured
     response = app.test_client().post(
-        "/api/models", json={"user_id": "alice", "model_name": "evil", "image": "docker.io/library/alpine:3"},
+        "/api/models",
+        json={"user_id": "alice", "model_name": "evil", "image": "docker.io/library/alpine:3"},
         headers=bearer(tokens["alice"]),
     )
     assert response.status_code == 400
@@ -137,10 +143,21 @@ def test_image_allowlist_dead_letters_kafka_events(database, docker_client):
         decoded = decode(Position(settings.kafka_topic_uploaded, 0, 1), event, settings)
         assert isinstance(decoded, Rejected) and "IMAGE_ALLOWLIST" in decoded.reason
         smuggled = json.dumps(
-            {"user_id": "u", "model_name": "m", "image": ECHO, "privileged": True, "volumes": {"/": "/host"}, "cap_add": ["SYS_ADMIN"]}
+            {
+                "user_id": "u",
+                "model_name": "m",
+                "image": ECHO,
+                "privileged": True,
+                "volumes": {"/": "/host"},
+                "cap_add": ["SYS_ADMIN"],
+            }
         ).encode()
         accepted = decode(Position(settings.kafka_topic_uploaded, 0, 2), smuggled, settings)
-        assert accepted.registration.metadata == {"privileged": True, "volumes": {"/": "/host"}, "cap_add": ["SYS_ADMIN"]}
+        assert accepted.registration.metadata == {
+            "privileged": True,
+            "volumes": {"/": "/host"},
+            "cap_add": ["SYS_ADMIN"],
+        }
 
 
 @pytest.mark.settings(read_only_rootfs=True, max_memory="128m", max_cpus=0.5, pids_limit=64)
@@ -157,7 +174,12 @@ def test_container_confinement_is_real(client, register, docker_client):
     assert host["NanoCpus"] == 500_000_000 and host["PidsLimit"] == 64
     assert all(b["HostIp"] == "127.0.0.1" for b in host["PortBindings"]["8080/tcp"])
     assert container.attrs["Config"]["Env"].count("A=1") == 1
-    assert client.post("/api/models", json={"user_id": "a", "model_name": "big", "image": ECHO, "memory": "1g"}).status_code == 400
+    assert (
+        client.post(
+            "/api/models", json={"user_id": "a", "model_name": "big", "image": ECHO, "memory": "1g"}
+        ).status_code
+        == 400
+    )
 
 
 def test_rate_limit_answers_429_with_retry_after(database, docker_client):

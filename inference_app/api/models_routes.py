@@ -50,7 +50,7 @@ def show_model(model_id: int):
 def start_model(model_id: int):
     body = json_body(required=False)
     if not isinstance(body, dict):
-        raise InvalidInput("the body must be a JSON object like {\"keep_warm\": true}")
+        raise InvalidInput('the body must be a JSON object like {"keep_warm": true}')
     keep_warm = body.get("keep_warm", False)
     if not isinstance(keep_warm, bool):
         raise InvalidInput("keep_warm must be true or false", field="keep_warm")
@@ -100,5 +100,3 @@ def stop_model(model_id: int):
     registry.get_model(model_id, visible_to=caller())  # 404 for unknown, deleted or others' models
     model = lifecycle.stop(model_id)
     return jsonify(model_to_dict(model, _idle_default()))
-
-

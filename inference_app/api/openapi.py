@@ -171,7 +171,10 @@ def document() -> dict:
                     "summary": "Forward an inference request to the model (starting it if needed)",
                     "description": "The body and Content-Type (JSON or any other) go to the model's predict_path; the model's status, "
                     "body and content type come back, with X-Cold-Start, X-Start-Wait-Ms and X-Request-ID.",
-                    "parameters": [MODEL_ID, _query("version", {**NAME, "maxLength": 64}, "This version, not the newest")],
+                    "parameters": [
+                        MODEL_ID,
+                        _query("version", {**NAME, "maxLength": 64}, "This version, not the newest"),
+                    ],
                     "requestBody": {"required": False, "content": {"application/json": {"schema": {}}}},
                     "responses": {
                         "200": {"description": "The model's answer (any status the model gives is passed on)"},
@@ -199,7 +202,11 @@ def document() -> dict:
                     "summary": "Starts, stops, evictions and failures (the caller's models, or all for an admin)",
                     "parameters": [
                         limit,
-                        _query("kind", {"type": "string", "enum": sorted(v for k, v in vars(EventKind).items() if k.isupper())}, "Only this kind"),
+                        _query(
+                            "kind",
+                            {"type": "string", "enum": sorted(v for k, v in vars(EventKind).items() if k.isupper())},
+                            "Only this kind",
+                        ),
                         _query("model_id", {"type": "integer", "minimum": 0, "maximum": 1000000}, "Only this model"),
                     ],
                     "responses": {"200": _json(events, "Newest first"), **_errors(400, 401)},
@@ -223,18 +230,31 @@ def document() -> dict:
                 "get": {"summary": "This document", "security": [], "responses": {"200": {"description": "OpenAPI 3"}}}
             },
             "/api/docs": {
-                "get": {"summary": "This document as a page", "security": [], "responses": {"200": {"description": "HTML"}}}
+                "get": {
+                    "summary": "This document as a page",
+                    "security": [],
+                    "responses": {"200": {"description": "HTML"}},
+                }
             },
-            "/healthz": {"get": {"summary": "The process is alive", "security": [], "responses": {"200": {"description": "ok"}}}},
+            "/healthz": {
+                "get": {"summary": "The process is alive", "security": [], "responses": {"200": {"description": "ok"}}}
+            },
             "/readyz": {
                 "get": {
                     "summary": "Database and Docker engine reachable; the background runner and Kafka listener state",
                     "security": [],
-                    "responses": {"200": {"description": "Ready"}, "503": {"description": "Not ready, with the reason"}},
+                    "responses": {
+                        "200": {"description": "Ready"},
+                        "503": {"description": "Not ready, with the reason"},
+                    },
                 }
             },
             "/metrics": {
-                "get": {"summary": "Prometheus metrics", "security": [], "responses": {"200": {"description": "Text exposition"}}}
+                "get": {
+                    "summary": "Prometheus metrics",
+                    "security": [],
+                    "responses": {"200": {"description": "Text exposition"}},
+                }
             },
         },
     }

@@ -14,9 +14,9 @@ from ..extensions import db
 from ..models import ServedModel
 from ..services import inference, registry
 from . import bp
-from .signin import viewer
 from .formatting import pretty_json
 from .htmx import page_or_partial, wants_partial
+from .signin import viewer
 
 SHOWN_BYTES = 64 * 1024  # the panel shows this much of an answer; the rest is read and dropped
 

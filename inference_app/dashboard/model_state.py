@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from ..api.serializers import idle_deadline
 from ..models import ServedModel, Status, utcnow
@@ -61,7 +61,7 @@ def progress_of(
     if state is Status.FAILED:
         return Progress(False, error=model.last_error or "the container failed")
     if state is Status.STOPPED and since is not None:
-        asked = datetime.fromtimestamp(since, timezone.utc) - timedelta(milliseconds=50)
+        asked = datetime.fromtimestamp(since, UTC) - timedelta(milliseconds=50)
         if model.status_changed_at and model.status_changed_at >= asked:
             return Progress(False, error=model.last_error)  # the start ended in stopped: say why
         if (now - asked).total_seconds() < queue_window_s:

@@ -14,11 +14,11 @@ from ..extensions import db
 from ..models import ServedModel, Status
 from ..services import insights, lifecycle, registry
 from . import bp
-from .signin import viewer
 from .chart import inference_chart
 from .htmx import is_htmx, page_or_partial, redirect_back
 from .infer_views import example_body
 from .model_state import live_model
+from .signin import viewer
 
 PER_PAGE = 20
 STATUSES = [s.value for s in Status]
@@ -100,7 +100,9 @@ def models():
 @bp.get("/models/<int:model_id>/row")
 def model_row(model_id: int):
     """One model's row: what the list polls while its container starts or stops."""
-    return render_template("partials/model_row.html", row=live_model(registry.get_model(model_id, visible_to=viewer()), since_arg()))
+    return render_template(
+        "partials/model_row.html", row=live_model(registry.get_model(model_id, visible_to=viewer()), since_arg())
+    )
 
 
 def _detail(model: ServedModel, since: float | None, error: str | None = None) -> dict:

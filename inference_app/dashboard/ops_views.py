@@ -7,9 +7,9 @@ from flask import request, url_for
 from ..models import EventKind
 from ..services import insights
 from . import bp
-from .signin import viewer
 from .htmx import is_htmx, page_or_partial, wants_partial
 from .model_state import live_model
+from .signin import viewer
 
 EVENT_KINDS = sorted(v for k, v in vars(EventKind).items() if k.isupper())
 STOP_KINDS = [EventKind.EVICTED, EventKind.IDLE_STOPPED]

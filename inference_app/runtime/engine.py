@@ -209,7 +209,7 @@ class DockerEngine:
         if s.docker_network:
             port = next((int(p.split("/")[0]) for p in exposed), None)
             return Endpoint(host=name, port=port, container_id=attrs["Id"]) if port else None
-        for key, bindings in (attrs.get("NetworkSettings", {}).get("Ports") or {}).items():
+        for bindings in (attrs.get("NetworkSettings", {}).get("Ports") or {}).values():
             if bindings:
                 host = bindings[0].get("HostIp") or s.publish_host
                 if host in ("0.0.0.0", "::", ""):

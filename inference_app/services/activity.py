@@ -319,7 +319,13 @@ def _upsert_minute(dialect: str, model_id: int, minute: datetime, requests, erro
     greatest = func.greatest if dialect == "postgresql" else func.max
     table = InferenceMinute.__table__
     statement = insert(table).values(
-        model_id=model_id, minute=minute, requests=requests, errors=errors, cold_starts=colds, total_ms=total, max_ms=longest
+        model_id=model_id,
+        minute=minute,
+        requests=requests,
+        errors=errors,
+        cold_starts=colds,
+        total_ms=total,
+        max_ms=longest,
     )
     return statement.on_conflict_do_update(
         index_elements=[table.c.model_id, table.c.minute],

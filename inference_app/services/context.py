@@ -10,8 +10,8 @@ import urllib3
 from flask import Flask, current_app
 
 from ..config import Settings
-from ..runtime.engine import DockerEngine
 from ..extensions import db
+from ..runtime.engine import DockerEngine
 from .activity import Activity, SharedActivity
 from .flights import Flights
 from .rate_limit import RateLimiter

@@ -6,12 +6,12 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Iterator, Mapping
 
 from ..errors import ModelUnreachable, QueueFull
-from ..metrics import INFERENCE_LATENCY, INFERENCE_REQUESTS
 from ..extensions import db
+from ..metrics import INFERENCE_LATENCY, INFERENCE_REQUESTS
 from ..models import ServedModel
 from . import lifecycle
 from .context import context

@@ -154,7 +154,9 @@ def _claim(model_id: int) -> Endpoint | _Wait | _Claimed:
             victim.lease_owner = ctx.owner
             victim.lease_expires_at = now + timedelta(seconds=settings.stop_timeout_seconds) + LEASE_GRACE
             victim_id = victim.id
-            db.session.add(ModelEvent(model_id=victim.id, kind=EventKind.EVICTED, detail=f"made room for model {model_id}"))
+            db.session.add(
+                ModelEvent(model_id=victim.id, kind=EventKind.EVICTED, detail=f"made room for model {model_id}")
+            )
             logger.info("evicting model %s to make room for model %s", victim.id, model_id)
         model.move_to(Status.STARTING, now)
         model.lease_owner = ctx.owner
@@ -169,7 +171,9 @@ def _pick_victim(for_model: int) -> ServedModel | None:
     activity = context().activity
     candidates = db.session.scalars(
         select(ServedModel)
-        .where(ServedModel.status == Status.RUNNING.value, ServedModel.keep_warm.is_(False), ServedModel.id != for_model)
+        .where(
+            ServedModel.status == Status.RUNNING.value, ServedModel.keep_warm.is_(False), ServedModel.id != for_model
+        )
         .order_by(ServedModel.last_used_at.asc().nulls_first(), ServedModel.id)
         .limit(20)
     ).all()  # no row locks needed: every status change happens under the lifecycle lock
@@ -207,9 +211,7 @@ def _start_claimed(model_id: int) -> Endpoint:
     began = time.monotonic()
     try:
         info = ctx.engine.create_and_start(spec)
-        endpoint = wait_ready(
-            ctx.engine, ctx.http, info, health_path, began + ctx.settings.start_timeout_seconds
-        )
+        endpoint = wait_ready(ctx.engine, ctx.http, info, health_path, began + ctx.settings.start_timeout_seconds)
     except EngineUnavailable as exc:
         _abandon(model_id, Status.STOPPED, exc.message)
         raise

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Iterable
+from typing import Any
 
 from sqlalchemy import func, or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -172,9 +173,7 @@ def mark_deleted(user_id: str, model_name: str, version: str | None, occurred_at
     if version is not None:
         statement = statement.where(table.c.version == version)
     if occurred_at is not None:
-        statement = statement.where(
-            or_(table.c.event_occurred_at.is_(None), table.c.event_occurred_at <= occurred_at)
-        )
+        statement = statement.where(or_(table.c.event_occurred_at.is_(None), table.c.event_occurred_at <= occurred_at))
     statement = statement.values(
         deleted_at=utcnow(), event_occurred_at=func.coalesce(occurred_at, table.c.event_occurred_at)
     ).returning(table.c.id)
@@ -262,5 +261,7 @@ def list_models(
     if not include_deleted:
         query = query.where(ServedModel.deleted_at.is_(None))
     total = db.session.scalar(select(func.count()).select_from(query.order_by(None).subquery()))
-    items = db.session.scalars(query.order_by(ServedModel.id.desc()).limit(per_page).offset((page - 1) * per_page)).all()
+    items = db.session.scalars(
+        query.order_by(ServedModel.id.desc()).limit(per_page).offset((page - 1) * per_page)
+    ).all()
     return Page(items=list(items), total=total or 0, page=page, per_page=per_page)
