@@ -1,4 +1,4 @@
-"""Management commands: the background worker role, the example model, one reconciliation."""
+"""Management commands: the background worker role, migrations at start-up, the example model, one reconciliation."""
 
 from __future__ import annotations
 
@@ -33,6 +33,27 @@ def register_commands(app: Flask) -> None:
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
         runner.run_forever()
+
+    @app.cli.command("migrate-once")
+    @click.option("--wait", "wait_seconds", default=60.0, show_default=True, help="Seconds to wait for the database.")
+    def migrate_once(wait_seconds: float) -> None:
+        """Wait for the database, then migrate to the newest schema, one process at a time."""
+        from flask_migrate import upgrade
+
+        from .extensions import db
+        from .schema import DatabaseUnreachable, upgrade_once, wait_for_database
+
+        engine = db.engine
+        try:
+            wait_for_database(engine, wait_seconds, lambda why: click.echo(f"waiting for the database: {why}"))
+        except DatabaseUnreachable as exc:
+            raise click.ClickException(str(exc)) from None
+        outcome = upgrade_once(engine, upgrade)
+        if outcome.applied:
+            click.echo(f"migrated the database from {outcome.before or 'empty'} to {outcome.after}")
+        else:
+            waited = " (after waiting for another process's migration)" if outcome.waited_for_lock else ""
+            click.echo(f"database already at {outcome.after}{waited}")
 
     @app.cli.command("seed-example")
     def seed_example() -> None:

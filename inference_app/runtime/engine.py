@@ -157,7 +157,7 @@ class DockerEngine:
             name=name,
             detach=True,
             environment=dict(spec.env),
-            labels=labels.labels_for(s.instance_name, spec.model_id, spec.version, spec.user_id),
+            labels=labels.labels_for(s.instance_name, spec.model_id, spec.version, spec.user_id, spec.port),
             mem_limit=spec.memory_bytes,
             memswap_limit=spec.memory_bytes,
             nano_cpus=spec.nano_cpus,
@@ -207,7 +207,9 @@ class DockerEngine:
         s = self.settings
         exposed = attrs.get("Config", {}).get("ExposedPorts") or {}
         if s.docker_network:
-            port = next((int(p.split("/")[0]) for p in exposed), None)
+            # the model's own port (the image may EXPOSE none, or several); older containers: the exposed one
+            declared = (attrs.get("Config", {}).get("Labels") or {}).get(labels.PORT, "")
+            port = int(declared) if declared.isdigit() else next((int(p.split("/")[0]) for p in exposed), None)
             return Endpoint(host=name, port=port, container_id=attrs["Id"]) if port else None
         for bindings in (attrs.get("NetworkSettings", {}).get("Ports") or {}).values():
             if bindings:
