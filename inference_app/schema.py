@@ -8,9 +8,9 @@ then find the schema already at the newest revision and change nothing.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 from alembic.migration import MigrationContext
 from sqlalchemy import text

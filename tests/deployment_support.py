@@ -11,12 +11,12 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
-import docker
 import docker.errors
 import pytest
 import requests
-
 from conftest import INSTANCE
+
+import docker
 from inference_app.runtime import labels
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,7 +26,9 @@ def build_service_image() -> str:
     """The service image from the locally made base (scripts/build-service-image.sh; cached by input hash)."""
     result = subprocess.run(
         ["bash", str(ROOT / "scripts" / "build-service-image.sh")],
-        capture_output=True, text=True, timeout=900,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     if result.returncode != 0:
         pytest.fail(f"build-service-image.sh failed:\n{result.stderr[-4000:]}")

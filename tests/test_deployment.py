@@ -17,9 +17,6 @@ import pytest
 import requests
 import yaml
 from alembic.script import ScriptDirectory
-from flask_migrate import upgrade
-from sqlalchemy import URL, create_engine, make_url, text
-
 from conftest import BASE_SETTINGS, ECHO, INSTANCE, IRIS, PG_URL
 from deployment_support import (
     ROOT,
@@ -32,13 +29,16 @@ from deployment_support import (
     wait_http_ok,
     wait_log,
 )
+from flask_migrate import upgrade
+from kafka_support import create_topics, fresh_topics, producer, require_kafka, send, wait_for
+from service_process import free_port
+from sqlalchemy import URL, create_engine, make_url, text
+
 from inference_app import create_app
 from inference_app.extensions import db
 from inference_app.runtime import labels
 from inference_app.schema import MIGRATION_LOCK_KEY
 from inference_app.services.activity import dedicated_connection
-from kafka_support import create_topics, fresh_topics, producer, require_kafka, send, wait_for
-from service_process import free_port
 
 HEAD = ScriptDirectory(str(ROOT / "migrations")).get_current_head()
 ACTIVE = "this process is the active background runner"
@@ -136,9 +136,7 @@ def host_deployment(service_image, empty_schema, docker_client):
     try:
         with lock.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
-        web = containers.run(
-            "web", ["web"], {**env, "BIND_HOST": "127.0.0.1", "PORT": str(port)}, network_mode="host"
-        )
+        web = containers.run("web", ["web"], {**env, "BIND_HOST": "127.0.0.1", "PORT": str(port)}, network_mode="host")
         workers = [containers.run(f"worker{i}", ["worker"], env, network_mode="host") for i in (1, 2)]
         queued = lambda: waiting_for_migration_lock(empty_schema) == 3  # noqa: E731
         wait_for(queued, 60, "the containers never queued for the migration lock")
@@ -268,7 +266,9 @@ def test_on_a_docker_network_models_are_addressed_by_container_name(
     try:
         env = service_env(DATABASE_URL=db_url.render_as_string(hide_password=False), DOCKER_NETWORK=model_network.name)
         web = containers.run(
-            "netweb", ["web"], env,
+            "netweb",
+            ["web"],
+            env,
             network=front.name,
             ports={"8002/tcp": ("127.0.0.1", None)},
             volumes={str(socket_dir): {"bind": "/run/postgresql", "mode": "rw"}},
@@ -302,7 +302,11 @@ def compose(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     base_env = {k: v for k, v in os.environ.items() if k not in COMPOSE_ENV}
     return subprocess.run(
         ["docker-compose", "-f", str(ROOT / "docker-compose.yml"), *args],
-        cwd=ROOT, env={**base_env, **env}, capture_output=True, text=True, timeout=60,
+        cwd=ROOT,
+        env={**base_env, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 

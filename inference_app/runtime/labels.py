@@ -18,7 +18,12 @@ def container_name(prefix: str, instance: str, model_id: int) -> str:
 
 def labels_for(instance: str, model_id: int, version: str, user_id: str, port: int) -> dict[str, str]:
     return {
-        MANAGED: "true", INSTANCE: instance, MODEL_ID: str(model_id), VERSION: version, OWNER: user_id, PORT: str(port)
+        MANAGED: "true",
+        INSTANCE: instance,
+        MODEL_ID: str(model_id),
+        VERSION: version,
+        OWNER: user_id,
+        PORT: str(port),
     }
 
 
