@@ -58,6 +58,7 @@ def service_env(**overrides: str) -> dict[str, str]:
         "DATABASE_WAIT_SECONDS": "30",
         "WEB_CONCURRENCY": "2",
         "GUNICORN_THREADS": "8",
+        "AUTH_DISABLED": "true",  # tokens are tested in test_security.py; here: the image and its roles
     }
     env.update(overrides)
     return env
