@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from ..models import DeadLetter, IngestedEvent, ModelEvent, ServedModel, Status
@@ -11,14 +11,6 @@ from ..runtime.resources import format_memory
 
 def iso(value: datetime | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value else None
-
-
-def idle_deadline(model: ServedModel, default_timeout: int) -> datetime | None:
-    """When the idle reaper will stop this model, if nothing uses it before then."""
-    if model.state is not Status.RUNNING or model.keep_warm:
-        return None
-    since = model.last_used_at or model.started_at
-    return since + timedelta(seconds=model.effective_idle_timeout(default_timeout)) if since else None
 
 
 def model_to_dict(model: ServedModel, default_idle_timeout: int) -> dict[str, Any]:
@@ -46,7 +38,7 @@ def model_to_dict(model: ServedModel, default_idle_timeout: int) -> dict[str, An
         "started_at": iso(model.started_at),
         "last_used_at": iso(model.last_used_at),
         "keep_warm": bool(model.keep_warm),
-        "idle_deadline": iso(idle_deadline(model, default_idle_timeout)),
+        "idle_deadline": iso(model.idle_deadline(default_idle_timeout)),
         "deleted": model.deleted_at is not None,
     }
 

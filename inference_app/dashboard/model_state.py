@@ -12,7 +12,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from ..api.serializers import idle_deadline
 from ..models import ServedModel, Status, utcnow
 from ..services import insights
 from ..services.context import context
@@ -81,4 +80,4 @@ def live_model(model: ServedModel, since: float | None = None, error: str | None
     )
     if error:
         progress = Progress(progress.polling, progress.phase, progress.elapsed_s, error, progress.since)
-    return LiveModel(model, progress, idle_deadline(model, settings.idle_timeout_seconds))
+    return LiveModel(model, progress, model.idle_deadline(settings.idle_timeout_seconds))

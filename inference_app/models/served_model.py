@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import JSON, Boolean, Float, Index, Integer, String, Text, UniqueConstraint
@@ -78,6 +78,13 @@ class ServedModel(db.Model):
 
     def effective_idle_timeout(self, default: int) -> int:
         return self.idle_timeout_seconds or default
+
+    def idle_deadline(self, default_timeout: int) -> datetime | None:
+        """When idle shutdown will stop this model if nothing uses it before then."""
+        if self.state is not Status.RUNNING or self.keep_warm:
+            return None
+        since = self.last_used_at or self.started_at
+        return since + timedelta(seconds=self.effective_idle_timeout(default_timeout)) if since else None
 
     def __repr__(self) -> str:
         return f"<ServedModel {self.id} {self.user_id}/{self.model_name}:{self.version} {self.status}>"
