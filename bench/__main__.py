@@ -27,6 +27,8 @@ from .report import document
 from .session import Session
 
 STAGES = ("ingest", "warm", "cold", "registry", "herd")
+BACKGROUND = "background process (after the run)"
+INGESTED = f"background process (after ingesting {ingest.EVENTS:,} events)"
 logger = logging.getLogger("bench")
 
 
@@ -75,7 +77,7 @@ def run(stages: list[str], cfg) -> tuple[str, bool]:
     database.rebuild(cfg.database_url, s.env(), s.log("migrate"))
     described = machine.describe(s.dc, cfg.database_url)
     containers.remove_all(s.dc)
-    rows, loads, rss = [], [], {}
+    rows, loads, rss = [], [], memory.MemoryLog()
 
     def stage(name: str) -> bool:
         if name in stages:
@@ -86,48 +88,55 @@ def run(stages: list[str], cfg) -> tuple[str, bool]:
 
     try:
         if stage("ingest"):
-            ingest_rows, rss["background process (after ingesting 50,000 events)"] = (
-                ingest.run(s)
-            )
+            ingest_rows, ingest_rss = ingest.run(s)
             rows += ingest_rows
+            rss.after(INGESTED, mb=ingest_rss)
         s.reset()
         if set(stages) - {"ingest"}:
             rows += _service_stages(s, stages, stage, rss)
     finally:
         containers.remove_all(s.dc)
     loads.append(("end", machine.loadavg()))
-    rows += memory.rows(rss)
+    rows += rss.rows({INGESTED: BACKGROUND})
     text = document(described, rows, s.notes, loads, (time.monotonic() - began) / 60)
     return text, all(r.met is not False for r in rows)
 
 
-def _service_stages(s: Session, stages: list[str], stage, rss: dict) -> list:
+def _service_stages(
+    s: Session, stages: list[str], stage, rss: memory.MemoryLog
+) -> list:
     """The service under gunicorn with one background process: 2 web workers, then 4 (herd)."""
     rows = []
     worker = s.start_worker("worker")
     try:
         if {"warm", "cold", "registry"} & set(stages):
             web = s.start_web("web", 2)
+            rss.started(BACKGROUND, [worker.pid])
+            rss.started("web worker (2 workers)", web.worker_pids())
             try:
                 if stage("warm"):
                     _, direct, service = warm.start_fast_model(s, web)
-                    rows += warm.rows(warm.measure(s, direct, service))
+                    rows += warm.rows(
+                        warm.measure(s, direct, service, web.worker_pids())
+                    )
                 if stage("cold"):
                     rows += cold.run(s, web)
                 if stage("registry"):
                     rows += registry_scale.run(s, web)
-                rss["web worker (2 workers)"] = memory.sizes(web.worker_pids())
+                rss.after("web worker (2 workers)", web.worker_pids())
             finally:
                 web.stop()
         if stage("herd"):
             web = s.start_web("web-herd", herd.WORKERS)
+            label = f"web worker ({herd.WORKERS} workers)"
+            rss.started(label, web.worker_pids())
+            rss.started(BACKGROUND, [worker.pid])
             try:
                 rows += herd.run(s, web)
-                label = f"web worker ({herd.WORKERS} workers, after the herd)"
-                rss[label] = memory.sizes(web.worker_pids())
+                rss.after(label, web.worker_pids())
             finally:
                 web.stop()
-        rss["background process (after the run)"] = memory.sizes([worker.pid])
+        rss.after(BACKGROUND, [worker.pid])
     finally:
         worker.stop()
     return rows

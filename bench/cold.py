@@ -22,7 +22,7 @@ from .config import INSTANCE, IRIS, ROOT, BenchError
 from .processes import Web
 from .report import Row, ms
 from .session import Session
-from .stats import median
+from .stats import median, ms_spread
 
 logger = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ def run(s: Session, web: Web) -> list[Row]:
             name,
             "added by the service",
             ms(median(added)),
-            f"{min(added) * 1e3:.0f}..{max(added) * 1e3:.0f} ms",
+            ms_spread(added, 0),
             f"bare docker-py {ms(median(bare), 0)}",
             "≤ 50 ms",
             median(added) <= TARGET_ADDED_S,
@@ -144,12 +144,12 @@ def run(s: Session, web: Web) -> list[Row]:
             name,
             "first inference through the service",
             ms(median(service), 0),
-            f"{min(service) * 1e3:.0f}..{max(service) * 1e3:.0f} ms",
+            ms_spread(service, 0),
         ),
         Row(
             name,
             "bare create + start + health + predict",
             ms(median(bare), 0),
-            f"{min(bare) * 1e3:.0f}..{max(bare) * 1e3:.0f} ms",
+            ms_spread(bare, 0),
         ),
     ]

@@ -17,7 +17,7 @@ from .config import FAST_ECHO, BenchError
 from .processes import Web
 from .report import Row, ms
 from .session import Session
-from .stats import median, percentile
+from .stats import median, ms_spread, percentile
 
 logger = logging.getLogger(__name__)
 
@@ -116,24 +116,20 @@ def run(s: Session, web: Web) -> list[Row]:
             name,
             "latency p50",
             ms(median(p50s), 0),
-            _spread(p50s),
+            ms_spread(p50s, 0),
             f"lone first request {lone_ms}",
         ),
         Row(
             name,
             "latency p99",
             ms(median(p99s), 0),
-            _spread(p99s),
+            ms_spread(p99s, 0),
             f"lone first request {lone_ms}",
         ),
         Row(
             name,
             "p50 added over a lone first request",
             ms(median([a - b for a, b in zip(p50s, lone)]), 0),
-            _spread([a - b for a, b in zip(p50s, lone)]),
+            ms_spread([a - b for a, b in zip(p50s, lone)], 0),
         ),
     ]
-
-
-def _spread(values: list[float]) -> str:
-    return f"{min(values) * 1e3:.0f}..{max(values) * 1e3:.0f} ms"

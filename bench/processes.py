@@ -142,6 +142,17 @@ def start_worker(env: dict[str, str], log: Path) -> Process:
     return Process([str(BIN / "flask"), "worker"], env, log)
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time these processes have used, from /proc/PID/stat."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return total / ticks
+
+
 def rss_mb(pid: int) -> float:
     """Resident set size from /proc/PID/status, in MB (MiB)."""
     with open(f"/proc/{pid}/status") as handle:

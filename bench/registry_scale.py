@@ -18,7 +18,7 @@ from . import database
 from .processes import Web
 from .report import Row, ms
 from .session import Session
-from .stats import median, percentile
+from .stats import median, ms_spread, percentile
 
 logger = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ def run(s: Session, web: Web) -> list[Row]:
                 name,
                 label,
                 ms(value),
-                f"{min(p95[key]) * 1e3:.1f}..{max(p95[key]) * 1e3:.1f} ms",
+                ms_spread(p95[key]),
                 f"/healthz p95 {ms(base)} (+{(value - base) * 1e3:.1f} ms)",
                 f"≤ {TARGETS[key] * 1e3:.0f} ms",
                 value <= TARGETS[key],

@@ -20,6 +20,6 @@ def percentile(samples: Sequence[float], pct: float) -> float:
     return ordered[rank - 1]
 
 
-def spread(values: Sequence[float]) -> str:
-    """min..max of the repetitions, for the reader to judge the noise."""
-    return f"{min(values):.3g}..{max(values):.3g}"
+def ms_spread(values: Sequence[float], digits: int = 1) -> str:
+    """min..max of repetitions given in seconds, in milliseconds: the noise, for the reader."""
+    return f"{min(values) * 1e3:.{digits}f}..{max(values) * 1e3:.{digits}f} ms"
