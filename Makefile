@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast bench lint venv clean
+.PHONY: run test test-fast bench lint venv clean image
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,9 @@ run: $(STAMP)
 
 test: $(STAMP)
 	@bash scripts/test.sh
+
+image:
+	@bash scripts/build-service-image.sh
 
 bench: $(STAMP)
 	@bash scripts/bench.sh

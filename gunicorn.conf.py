@@ -2,6 +2,8 @@
 
 import logging
 import os
+import shutil
+import tempfile
 
 from inference_app.config import ConfigError, Settings
 
@@ -24,6 +26,24 @@ timeout = int(_settings.start_timeout_seconds + _settings.queue_timeout_seconds 
 graceful_timeout = 30
 keepalive = 75
 accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
+
+
+# Per-worker metric samples, added up by /metrics (prometheus_client's multiprocess mode).
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="inference-metrics-")
+
+
+def on_starting(server):
+    """Samples of a previous run would be counted again: start from an empty folder."""
+    folder = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    shutil.rmtree(folder, ignore_errors=True)
+    os.makedirs(folder, exist_ok=True)
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
 
 
 def post_worker_init(worker):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from flask import Flask
 from sqlalchemy import event
@@ -30,6 +32,10 @@ def create_app(config_overrides: Mapping[str, Any] | None = None) -> Flask:
     from .logs import configure_logging
 
     configure_logging(settings.log_level, settings.log_json)
+    if settings.auth_disabled:
+        logging.getLogger(__name__).warning("AUTH_DISABLED=true: every caller is treated as an admin")
+    if not settings.allowed_image_prefixes:
+        logging.getLogger(__name__).info("IMAGE_ALLOWLIST is empty: any image on the Docker host may be registered")
 
     db.init_app(app)
     migrate.init_app(app, db, directory=os.path.join(PROJECT_ROOT, "migrations"))
@@ -53,9 +59,11 @@ def create_app(config_overrides: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(health_bp)
     app.register_blueprint(dashboard_bp)
 
+    from . import request_log
     from .api.errors import register_error_handlers
     from .cli import register_commands
 
+    request_log.init_app(app)
     register_error_handlers(app)
     register_commands(app)
     return app

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields, replace
-from typing import Any, Mapping
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any
 
 
 class ConfigError(ValueError):
@@ -87,6 +88,9 @@ class Settings:
     log_json: bool = False
     secret_key: str = ""
     example_model: bool = True
+    auth_disabled: bool = False
+    image_allowlist: str = ""
+    rate_limit_per_minute: int = 1200
     kafka_bootstrap_servers: str = ""
     kafka_group_id: str = "inference-service"
     kafka_topic_uploaded: str = "model.uploaded"
@@ -95,7 +99,7 @@ class Settings:
     kafka_batch_size: int = 2000
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, instance_path: str = "instance") -> "Settings":
+    def from_env(cls, environ: Mapping[str, str] | None = None, instance_path: str = "instance") -> Settings:
         """Read and validate settings; raise ConfigError naming the variable at fault."""
         env = os.environ if environ is None else environ
         known = {f.name.upper() for f in fields(cls)}
@@ -116,7 +120,7 @@ class Settings:
         settings.check()
         return settings
 
-    def with_overrides(self, overrides: Mapping[str, Any]) -> "Settings":
+    def with_overrides(self, overrides: Mapping[str, Any]) -> Settings:
         names = {f.name for f in fields(self)}
         unknown = sorted(k for k in overrides if k.lower() not in names)
         if unknown:
@@ -139,6 +143,10 @@ class Settings:
             parse_memory("MAX_MEMORY", self.max_memory)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+
+    @property
+    def allowed_image_prefixes(self) -> tuple[str, ...]:
+        return tuple(p.strip() for p in self.image_allowlist.split(",") if p.strip())
 
     @property
     def is_sqlite(self) -> bool:
@@ -180,6 +188,8 @@ _PARSERS = {
     "log_level": lambda n, r: parse_choice(n, r, ("debug", "info", "warning", "error")).upper(),
     "log_json": parse_bool,
     "example_model": parse_bool,
+    "auth_disabled": parse_bool,
+    "rate_limit_per_minute": _int(0),
     "kafka_max_event_bytes": _int(256, 16 * 1024 * 1024),
     "kafka_batch_size": _int(1, 100_000),
 }

@@ -27,6 +27,21 @@ class InvalidInput(ServiceError):
             self.details.setdefault("field", field)
 
 
+class Unauthorized(ServiceError):
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(ServiceError):
+    status = 403
+    code = "forbidden"
+
+
+class RateLimited(ServiceError):
+    status = 429
+    code = "rate_limited"
+
+
 class ModelNotFound(ServiceError):
     status = 404
     code = "model_not_found"

@@ -17,8 +17,8 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        for key in ("request_id", "model_id", "status", "duration_ms", "cold_start"):
-            if hasattr(record, key):
+        for key in ("request_id", "method", "path", "model_id", "status", "duration_ms", "cold_start"):
+            if getattr(record, key, None) is not None:
                 entry[key] = getattr(record, key)
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
@@ -34,7 +34,9 @@ def configure_logging(level: str, as_json: bool) -> None:
         return
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
-        JsonFormatter() if as_json else logging.Formatter("%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s")
+        JsonFormatter()
+        if as_json
+        else logging.Formatter("%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s")
     )
     root.addHandler(handler)
     for noisy in ("apscheduler", "urllib3", "docker", "kafka"):

@@ -15,6 +15,7 @@ fi
 
 export FLASK_APP=wsgi
 "$BIN/flask" db upgrade
+"$BIN/flask" tokens ensure-admin   # prints an admin token on the very first start only
 if [[ "${EXAMPLE_MODEL:-true}" != "false" ]]; then
   "$BIN/flask" seed-example
 fi

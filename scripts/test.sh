@@ -15,6 +15,7 @@ export TEST_KAFKA_BOOTSTRAP_SERVERS
 unset KAFKA_BOOTSTRAP_SERVERS
 
 bash scripts/chromium.sh >&2
+bash scripts/compose-tool.sh >&2
 
 mkdir -p test-artifacts
 exec .venv/bin/python -m pytest tests -p no:cacheprovider -q -ra --timeout=900 -W ignore::DeprecationWarning "$@"

@@ -42,6 +42,7 @@ BASE_SETTINGS: dict[str, Any] = {
     "max_request_bytes": 64 * 1024,
     "default_memory": "64m",
     "run_background": "worker",
+    "auth_disabled": True,  # tests/test_security.py covers authentication with real tokens
     "TESTING": True,
 }
 
@@ -98,6 +99,7 @@ def built_app(docker_client, **overrides):
     try:
         yield app
     finally:
+        app.extensions["inference"].ledger.close()  # no late writes into the next test's tables
         _remove_containers(docker_client)
         with app.app_context():
             db.session.remove()
@@ -133,13 +135,18 @@ def live_server(app):
 
 
 @pytest.fixture
-def register(client):
+def register(app):
+    """Register a model through the registry service (the API's own tests cover the route)."""
+    from inference_app.api.serializers import model_to_dict
+    from inference_app.services.context import context
+    from inference_app.services.registry import register_model
+
     def _register(**fields) -> dict:
         body = {"user_id": "alice", "model_name": "echo", "image": ECHO}
         body.update(fields)
-        response = client.post("/api/models", json=body)
-        assert response.status_code in (200, 201), response.get_json()
-        return response.get_json()
+        with app.app_context():
+            model, _created = register_model(body, context().settings)
+            return model_to_dict(model, context().settings.idle_timeout_seconds)
 
     return _register
 

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import requests
-
 from conftest import BASE_SETTINGS, INSTANCE, PG_URL
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,6 +36,7 @@ def service_env(**overrides) -> dict[str, str]:
             "START_TIMEOUT_SECONDS": "20",
             "FLASK_APP": "wsgi",
             "EXAMPLE_MODEL": "false",
+            "AUTH_DISABLED": "true",
         }
     )
     env.update({k.upper(): str(v) for k, v in overrides.items()})
@@ -92,9 +92,33 @@ def start_web(tmp: Path, env: dict[str, str], name: str = "web") -> tuple[Proces
         except requests.RequestException:
             pass
         if proc.popen.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
             raise AssertionError(f"gunicorn did not come up:\n{proc.log()}")
         time.sleep(0.1)
 
 
 def start_worker(tmp: Path, env: dict[str, str], name: str = "worker") -> Process:
     return Process([str(BIN / "flask"), "worker"], env, tmp / f"{name}.log")
+
+
+class Processes:
+    """Every process a test starts, each registered the moment it exists, all killed at the end."""
+
+    def __init__(self, tmp: Path):
+        self.tmp = tmp
+        self.started: list[Process] = []
+
+    def web(self, env: dict[str, str], name: str = "web") -> tuple[Process, str]:
+        proc, base = start_web(self.tmp, env, name)  # killed by start_web itself if it never came up
+        self.started.append(proc)
+        return proc, base
+
+    def worker(self, env: dict[str, str], name: str = "worker") -> Process:
+        proc = start_worker(self.tmp, env, name)
+        self.started.append(proc)
+        return proc
+
+    def stop_all(self) -> None:
+        for proc in self.started:
+            if proc.popen.poll() is None:
+                proc.kill()

@@ -6,8 +6,8 @@ from datetime import timedelta
 
 import pytest
 import requests
-
 from conftest import SLOW, managed_containers
+
 from inference_app.extensions import db
 from inference_app.jobs.idle import reap_idle
 from inference_app.jobs.reconcile import reconcile
@@ -52,7 +52,9 @@ def test_long_request_is_never_cut_by_idle_shutdown(app, client, register, live_
     outcome = {}
 
     def long_call():
-        outcome["response"] = requests.post(f"{live_server}/api/models/{model['id']}/infer?seconds=4", data=b"{}", timeout=30)
+        outcome["response"] = requests.post(
+            f"{live_server}/api/models/{model['id']}/infer?seconds=4", data=b"{}", timeout=30
+        )
 
     caller = threading.Thread(target=long_call)
     caller.start()
@@ -107,4 +109,3 @@ def test_reconcile_adopts_removes_orphans_and_notices_vanished(app, client, regi
     assert client.post(f"/api/models/{forgotten['id']}/infer", json={"a": 1}).headers["X-Cold-Start"] == "false"
     assert managed_containers(docker_client, killed["id"]) == []
     assert [c.name for c in managed_containers(docker_client) if "orphan" in c.name] == []
-

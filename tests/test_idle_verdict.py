@@ -1,11 +1,11 @@
 """The idle verdict as a pure function with an injected clock."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from inference_app.jobs.idle import GRACE, should_stop
 from inference_app.models import Status
 
-NOW = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
 
 def verdict(last_used_seconds_ago, limit=300, in_flight=0, state=Status.RUNNING, keep_warm=False):

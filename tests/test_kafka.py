@@ -2,21 +2,20 @@
 
 import json
 import random
-import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from conftest import ECHO, built_app
+from kafka_support import create_topics, fresh_topics, producer, require_kafka, send, wait_for
 from sqlalchemy import func, select
 
-from conftest import ECHO, built_app
 from inference_app.events.listener import KafkaListener
 from inference_app.extensions import db
 from inference_app.models import DeadLetter, IngestedEvent, ServedModel
 from inference_app.services.context import context
-from kafka_support import create_topics, fresh_topics, producer, require_kafka, send, wait_for
 
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -81,7 +80,9 @@ def test_ten_thousand_events_with_duplicates_and_reordering_give_exactly_the_rig
     events = []
     for i in range(identities):
         revisions = [
-            upload(i, event_id=f"m{i}-r{rev}", occurred_at=(T0 + timedelta(minutes=rev)).isoformat(), metadata={"rev": rev})
+            upload(
+                i, event_id=f"m{i}-r{rev}", occurred_at=(T0 + timedelta(minutes=rev)).isoformat(), metadata={"rev": rev}
+            )
             for rev in (1, 2, 3)
         ]
         if i % 10 == 0:
@@ -114,13 +115,28 @@ def test_bad_events_are_dead_lettered_and_ingestion_continues(kafka_app, listene
         (b"this is not json", "not JSON"),
         (json.dumps([1, 2]).encode(), "must be a JSON object"),
         (json.dumps({"model_name": "m", "image": ECHO}).encode(), "user_id is required"),
-        (json.dumps({"user_id": "u", "model_name": "m", "image": ECHO, "port": "eighty"}).encode(), "port must be a whole number"),
-        (json.dumps({"user_id": "u", "model_name": "m", "image": ECHO, "metadata": {"x": "y" * 70_000}}).encode(), "exceeds the limit"),
-        (json.dumps({"user_id": "u", "model_name": "m", "image": ECHO, "event_type": "model.exploded"}).encode(), "unknown event type"),
+        (
+            json.dumps({"user_id": "u", "model_name": "m", "image": ECHO, "port": "eighty"}).encode(),
+            "port must be a whole number",
+        ),
+        (
+            json.dumps({"user_id": "u", "model_name": "m", "image": ECHO, "metadata": {"x": "y" * 70_000}}).encode(),
+            "exceeds the limit",
+        ),
+        (
+            json.dumps({"user_id": "u", "model_name": "m", "image": ECHO, "event_type": "model.exploded"}).encode(),
+            "unknown event type",
+        ),
         (json.dumps({"user_id": "../root", "model_name": "m", "image": ECHO}).encode(), "user_id may contain only"),
         (json.dumps({"user_id": "u", "model_name": "m\x00x", "image": ECHO}).encode(), "model_name may contain only"),
-        (json.dumps({"user_id": "u", "model_name": "m" * 200, "image": ECHO}).encode(), "model_name must be at most 128"),
-        (json.dumps({"user_id": "u", "model_name": "m", "image": ECHO, "occurred_at": "yesterday"}).encode(), "occurred_at"),
+        (
+            json.dumps({"user_id": "u", "model_name": "m" * 200, "image": ECHO}).encode(),
+            "model_name must be at most 128",
+        ),
+        (
+            json.dumps({"user_id": "u", "model_name": "m", "image": ECHO, "occurred_at": "yesterday"}).encode(),
+            "occurred_at",
+        ),
     ]
     prod = producer()
     for payload, _reason in bad:
@@ -129,14 +145,20 @@ def test_bad_events_are_dead_lettered_and_ingestion_continues(kafka_app, listene
     prod.flush()
     prod.close()
     client = kafka_app.test_client()
-    wait_for(lambda: client.get("/api/models").get_json()["total"] == 1, 20, "the good event after the bad ones was not applied")
+    wait_for(
+        lambda: client.get("/api/models").get_json()["total"] == 1,
+        20,
+        "the good event after the bad ones was not applied",
+    )
     letters = wait_for(
-        lambda: (items := client.get("/api/events/dead-letters").get_json()["items"]) and len(items) == len(bad) and items,
+        lambda: (items := client.get("/api/events/dead-letters").get_json()["items"])
+        and len(items) == len(bad)
+        and items,
         10,
         "not every bad event was dead-lettered",
     )
     by_offset = sorted(letters, key=lambda d: d["offset"])
-    for letter, (payload, reason) in zip(by_offset, bad):
+    for letter, (payload, reason) in zip(by_offset, bad, strict=True):
         assert reason in letter["reason"], (reason, letter["reason"])
         assert letter["topic"] == up and letter["payload_bytes"] == len(payload)
         assert len(letter["payload"]) <= 4096
@@ -152,7 +174,11 @@ def test_deleted_event_stops_the_container_and_hides_the_model(kafka_app, listen
     [model] = wait_for(lambda: client.get("/api/models").get_json()["items"], 10, "upload never applied")
     assert client.post(f"/api/models/{model['id']}/start").status_code == 200
     # an older deletion never removes a newer upload
-    send(prod, topics["kafka_topic_deleted"], {"user_id": "user2", "model_name": "model-9", "occurred_at": (T0 - timedelta(days=1)).isoformat()})
+    send(
+        prod,
+        topics["kafka_topic_deleted"],
+        {"user_id": "user2", "model_name": "model-9", "occurred_at": (T0 - timedelta(days=1)).isoformat()},
+    )
     send(prod, topics["kafka_topic_deleted"], {"user_id": "user2", "model_name": "model-9", "event_id": "del-9"})
     prod.flush()
     prod.close()
@@ -163,7 +189,9 @@ def test_deleted_event_stops_the_container_and_hides_the_model(kafka_app, listen
 
         reconcile()
         assert db.session.get(ServedModel, model["id"]).status == "stopped"
-    assert docker_client.containers.list(all=True, filters={"label": f"io.inference-service.model-id={model['id']}"}) == []
+    assert (
+        docker_client.containers.list(all=True, filters={"label": f"io.inference-service.model-id={model['id']}"}) == []
+    )
 
 
 def test_broker_restart_mid_stream_loses_nothing(kafka_app, listener):

@@ -6,12 +6,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
-
-from conftest import CRASH, ECHO, IRIS, NEVER_HEALTHY, SLOW, created_since, managed_containers
+from conftest import CRASH, IRIS, NEVER_HEALTHY, SLOW, created_since, managed_containers
 
 
 def infer(client, model_id, payload, **kwargs):
-    return client.post(f"/api/models/{model_id}/infer", data=json.dumps(payload), content_type="application/json", **kwargs)
+    return client.post(
+        f"/api/models/{model_id}/infer", data=json.dumps(payload), content_type="application/json", **kwargs
+    )
 
 
 def test_cold_start_ready_infer_stop(client, register, docker_client):

@@ -1,7 +1,6 @@
 """Registration and listing through the JSON API, against real PostgreSQL."""
 
 import pytest
-
 from conftest import ECHO
 
 
@@ -123,7 +122,9 @@ def test_list_filters_search_and_pagination(client, register):
     assert client.get("/api/models?status=stopped").get_json()["total"] == 25
 
 
-@pytest.mark.parametrize("query, field", [("page=0", "page"), ("per_page=1000", "per_page"), ("status=happy", "status"), ("page=x", "page")])
+@pytest.mark.parametrize(
+    "query, field", [("page=0", "page"), ("per_page=1000", "per_page"), ("status=happy", "status"), ("page=x", "page")]
+)
 def test_bad_list_parameters_are_400(client, query, field):
     response = client.get(f"/api/models?{query}")
     assert response.status_code == 400

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, Response, jsonify
 from sqlalchemy import text
 
 from ..errors import ServiceError
@@ -16,6 +16,14 @@ bp = Blueprint("health", __name__)
 @bp.get("/healthz")
 def healthz():
     return jsonify(status="ok")
+
+
+@bp.get("/metrics")
+def metrics():
+    """Prometheus text exposition (see inference_app/metrics.py)."""
+    from ..metrics import exposition
+
+    return Response(exposition(context().settings), mimetype="text/plain; version=0.0.4; charset=utf-8")
 
 
 @bp.get("/readyz")

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from urllib.parse import urlencode
 
-from flask import Response, jsonify, request
+from flask import Response, g, jsonify, request
 
 from ..errors import InvalidInput
 from ..services import inference, lifecycle, registry
 from ..services.context import context
 from . import bp
+from .access import caller
 from .params import bool_arg, int_arg, json_body
 from .serializers import model_to_dict
 
@@ -26,6 +27,7 @@ def list_models():
         search=request.args.get("q") or None,
         page=int_arg("page", 1),
         per_page=int_arg("per_page", 20, 1, registry.MAX_PER_PAGE),
+        visible_to=caller(),
     )
     idle = _idle_default()
     return jsonify(
@@ -35,20 +37,20 @@ def list_models():
 
 @bp.post("/models")
 def register_model():
-    model, created = registry.register_model(json_body(), context().settings)
+    model, created = registry.register_model(json_body(), context().settings, principal=caller())
     return jsonify(model_to_dict(model, _idle_default())), 201 if created else 200
 
 
 @bp.get("/models/<int:model_id>")
 def show_model(model_id: int):
-    return jsonify(model_to_dict(registry.get_model(model_id), _idle_default()))
+    return jsonify(model_to_dict(registry.get_model(model_id, visible_to=caller()), _idle_default()))
 
 
 @bp.post("/models/<int:model_id>/start")
 def start_model(model_id: int):
     body = json_body(required=False)
     if not isinstance(body, dict):
-        raise InvalidInput("the body must be a JSON object like {\"keep_warm\": true}")
+        raise InvalidInput('the body must be a JSON object like {"keep_warm": true}')
     keep_warm = body.get("keep_warm", False)
     if not isinstance(keep_warm, bool):
         raise InvalidInput("keep_warm must be true or false", field="keep_warm")
@@ -56,7 +58,7 @@ def start_model(model_id: int):
     if unknown:
         raise InvalidInput(f"unknown field {unknown[0]!r}; allowed: keep_warm", field=unknown[0][:64])
     wait = bool_arg("wait", True)
-    model = registry.get_model(model_id)
+    model = registry.get_model(model_id, visible_to=caller())
     readiness = lifecycle.request_start(model, wait=wait, keep_warm=keep_warm)
     model = registry.get_model(model_id, fresh=True)
     response = jsonify(model_to_dict(model, _idle_default()))
@@ -71,8 +73,10 @@ def start_model(model_id: int):
 
 @bp.post("/models/<int:model_id>/infer")
 def infer(model_id: int):
-    model = registry.model_for_inference(model_id, request.args.get("version") or None)
-    request_id = inference.request_id_from(request.headers.get("X-Request-ID"))
+    principal = caller()
+    context().rate_limiter.check(principal.name if principal.token_id is None else f"token:{principal.token_id}")
+    model = registry.model_for_inference(model_id, request.args.get("version") or None, visible_to=principal)
+    request_id = g.request_id
     body = request.get_data(cache=False)
     query = urlencode([(k, v) for k, v in request.args.items(multi=True) if k != "version"])
     result = inference.infer(model, body, request.headers, request_id, query)
@@ -93,8 +97,6 @@ def infer(model_id: int):
 
 @bp.post("/models/<int:model_id>/stop")
 def stop_model(model_id: int):
-    registry.get_model(model_id)  # 404 for unknown or deleted models
+    registry.get_model(model_id, visible_to=caller())  # 404 for unknown, deleted or others' models
     model = lifecycle.stop(model_id)
     return jsonify(model_to_dict(model, _idle_default()))
-
-

@@ -4,4 +4,4 @@ from flask import Blueprint
 
 bp = Blueprint("dashboard", __name__)
 
-from . import views  # noqa: E402,F401
+from . import errors, formatting, htmx, infer_views, model_views, ops_views, signin  # noqa: E402,F401  (attach to bp)

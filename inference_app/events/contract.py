@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from ..config import Settings
@@ -64,7 +64,9 @@ def decode(position: Position, value: bytes | None, settings: Settings) -> Decod
     if kind is None:
         return Rejected(position, f"unknown event type: topic {position.topic!r} is not one this service reads", raw)
     if len(raw) > settings.kafka_max_event_bytes:
-        return Rejected(position, f"payload of {len(raw)} bytes exceeds the limit of {settings.kafka_max_event_bytes}", raw)
+        return Rejected(
+            position, f"payload of {len(raw)} bytes exceeds the limit of {settings.kafka_max_event_bytes}", raw
+        )
     try:
         data = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
@@ -74,7 +76,9 @@ def decode(position: Position, value: bytes | None, settings: Settings) -> Decod
     try:
         declared = data.get("event_type")
         if declared is not None and declared != kind:
-            raise InvalidInput(f"unknown event type {str(declared)[:64]!r} on topic {position.topic!r}", field="event_type")
+            raise InvalidInput(
+                f"unknown event type {str(declared)[:64]!r} on topic {position.topic!r}", field="event_type"
+            )
         event_id = _event_id(data.get("event_id"))
         occurred_at = _timestamp(data.get("occurred_at"))
         body = {k: v for k, v in data.items() if k not in ENVELOPE}
@@ -109,4 +113,4 @@ def _timestamp(value: Any) -> datetime | None:
         stamp = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         raise InvalidInput(f"occurred_at is not an ISO 8601 timestamp: {value[:64]!r}", field="occurred_at") from None
-    return stamp if stamp.tzinfo else stamp.replace(tzinfo=timezone.utc)
+    return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)

@@ -39,7 +39,9 @@ def apply_batch(events: list[Decoded]) -> BatchResult:
     audit: list[dict] = []
     letters: list[dict] = []
     ids = [e.event_id for e in events if not isinstance(e, Rejected) and e.event_id]
-    seen = set(db.session.scalars(select(IngestedEvent.event_id).where(IngestedEvent.event_id.in_(ids)))) if ids else set()
+    seen = (
+        set(db.session.scalars(select(IngestedEvent.event_id).where(IngestedEvent.event_id.in_(ids)))) if ids else set()
+    )
     pending: list[Upload] = []
 
     def flush_uploads() -> None:
@@ -48,7 +50,7 @@ def apply_batch(events: list[Decoded]) -> BatchResult:
         versioned = [registry.Versioned(u.registration, u.occurred_at) for u in pending]
         newest_seen = registry.event_times([item.identity for item in versioned])
         outcomes = registry.upsert_registrations(versioned)
-        for upload, item in zip(pending, versioned):
+        for upload, item in zip(pending, versioned, strict=True):
             model_id, _winner = outcomes[item.identity]
             seen_at = newest_seen.get(item.identity)
             # stale: something newer was already in the registry, or earlier in this batch
@@ -80,7 +82,15 @@ def apply_batch(events: list[Decoded]) -> BatchResult:
         result.deleted_model_ids += deleted
         result.applied += 1
         audit.append(
-            _audit(event, "model.deleted", "applied", event.user_id, event.model_name, event.version, deleted[0] if deleted else None)
+            _audit(
+                event,
+                "model.deleted",
+                "applied",
+                event.user_id,
+                event.model_name,
+                event.version,
+                deleted[0] if deleted else None,
+            )
         )
     flush_uploads()
     _insert_ignoring_repeats(IngestedEvent, audit)
@@ -109,7 +119,10 @@ def _audit(event: Upload | Deletion, kind: str, outcome: str, user_id, model_nam
 def _letter(event: Rejected) -> dict:
     logger.warning(
         "dead-lettered %s[%s]@%s: %s",
-        event.position.topic, event.position.partition, event.position.offset, event.reason,
+        event.position.topic,
+        event.position.partition,
+        event.position.offset,
+        event.reason,
     )
     return {
         "topic": event.position.topic,

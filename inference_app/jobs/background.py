@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import logging
 import threading
-
 from datetime import datetime
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from flask import Flask
-from sqlalchemy import text
 
 from ..errors import ServiceError
 from ..events.listener import KafkaListener
@@ -102,9 +100,7 @@ class BackgroundRunner:
             daemon=True, job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 60}
         )
         scheduler.add_job(self.run_idle, "interval", seconds=settings.idle_check_interval_seconds, id="idle_shutdown")
-        scheduler.add_job(
-            self.run_reconcile, "interval", seconds=settings.reconcile_interval_seconds, id="reconcile"
-        )
+        scheduler.add_job(self.run_reconcile, "interval", seconds=settings.reconcile_interval_seconds, id="reconcile")
         scheduler.add_job(self.run_heartbeat, "interval", seconds=HEARTBEAT_EVERY, id="heartbeat")
         scheduler.start()
         self._scheduler = scheduler
@@ -113,7 +109,9 @@ class BackgroundRunner:
         self.run_heartbeat()
         logger.info(
             "background jobs running in %s role: idle check every %ss, reconcile every %ss",
-            self.role, settings.idle_check_interval_seconds, settings.reconcile_interval_seconds,
+            self.role,
+            settings.idle_check_interval_seconds,
+            settings.reconcile_interval_seconds,
         )
 
     def shutdown(self) -> None:
@@ -188,5 +186,3 @@ class BackgroundRunner:
 
 def init_app(app: Flask, role: str) -> None:
     app.extensions[EXTENSION] = BackgroundRunner(app, role)
-
-

@@ -43,7 +43,7 @@ def reconcile() -> Report:
         )
     }
     db.session.commit()
-    for model_id, model in models.items():
+    for model_id in models:
         _reconcile_model(model_id, report)
     for info in strays:
         ctx.engine.remove(info.container_id, timeout=0)
@@ -55,7 +55,10 @@ def reconcile() -> Report:
     if report.adopted or report.vanished or report.removed or report.ports_updated:
         logger.info(
             "reconciled: adopted %s, vanished %s, removed %s, ports updated %s",
-            report.adopted, report.vanished, report.removed, report.ports_updated,
+            report.adopted,
+            report.vanished,
+            report.removed,
+            report.ports_updated,
         )
     return report
 

@@ -1,5 +1,6 @@
 """SQLAlchemy models, one concept a module."""
 
+from .api_token import ApiToken
 from .heartbeat import Heartbeat
 from .inference_minute import InferenceMinute
 from .ingestion import DeadLetter, IngestedEvent
@@ -9,6 +10,7 @@ from .status import ACTIVE, Status
 
 __all__ = [
     "ACTIVE",
+    "ApiToken",
     "DeadLetter",
     "EventKind",
     "Heartbeat",

@@ -25,7 +25,10 @@ class EventKind:
 
 class ModelEvent(db.Model):
     __tablename__ = "model_events"
-    __table_args__ = (Index("ix_model_events_model_at", "model_id", "at"), Index("ix_model_events_kind_at", "kind", "at"))
+    __table_args__ = (
+        Index("ix_model_events_model_at", "model_id", "at"),
+        Index("ix_model_events_kind_at", "kind", "at"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     model_id: Mapped[int | None] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import JSON, Boolean, Float, Index, Integer, String, Text, UniqueConstraint, text
@@ -14,7 +14,7 @@ from .types import UTCDateTime
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 _LIVE = text("deleted_at IS NULL")
@@ -27,7 +27,7 @@ class ServedModel(db.Model):
         Index("ix_models_status", "status"),
         Index("ix_models_user_id", "user_id", "id"),
         Index("ix_models_model_name", "model_name", "id"),
-        # the models not deleted, for an index-only count of every list (migration 0004)
+        # the models not deleted, for an index-only count of every list (migration 0005)
         Index("ix_models_live", "id", postgresql_where=_LIVE, sqlite_where=_LIVE),
     )
 

@@ -10,9 +10,10 @@ import logging
 import threading
 from dataclasses import dataclass, field
 
-import docker
 import docker.errors
 import requests.exceptions
+
+import docker
 
 from ..config import Settings
 from ..errors import ContainerFailed, EngineUnavailable, ImageMissing
@@ -155,7 +156,7 @@ class DockerEngine:
             name=name,
             detach=True,
             environment=dict(spec.env),
-            labels=labels.labels_for(s.instance_name, spec.model_id, spec.version, spec.user_id),
+            labels=labels.labels_for(s.instance_name, spec.model_id, spec.version, spec.user_id, spec.port),
             mem_limit=spec.memory_bytes,
             memswap_limit=spec.memory_bytes,
             nano_cpus=spec.nano_cpus,
@@ -205,9 +206,11 @@ class DockerEngine:
         s = self.settings
         exposed = attrs.get("Config", {}).get("ExposedPorts") or {}
         if s.docker_network:
-            port = next((int(p.split("/")[0]) for p in exposed), None)
+            # the model's own port (the image may EXPOSE none, or several); older containers: the exposed one
+            declared = (attrs.get("Config", {}).get("Labels") or {}).get(labels.PORT, "")
+            port = int(declared) if declared.isdigit() else next((int(p.split("/")[0]) for p in exposed), None)
             return Endpoint(host=name, port=port, container_id=attrs["Id"]) if port else None
-        for key, bindings in (attrs.get("NetworkSettings", {}).get("Ports") or {}).items():
+        for bindings in (attrs.get("NetworkSettings", {}).get("Ports") or {}).values():
             if bindings:
                 host = bindings[0].get("HostIp") or s.publish_host
                 if host in ("0.0.0.0", "::", ""):

@@ -48,6 +48,7 @@ class Activity:
         self._minutes: dict[tuple[int, datetime], list[int]] = {}
         self._engine: Engine | None = None
         self._flusher: threading.Thread | None = None
+        self._closed = threading.Event()
         self._pid = os.getpid()
 
     # -- requests ------------------------------------------------------------------------------
@@ -156,9 +157,16 @@ class Activity:
         self._held.clear()
         self._dirty.clear()
 
+    def close(self) -> None:
+        """Stop the flusher after a last flush (app teardown, process exit)."""
+        self._closed.set()
+        if self._flusher is not None and self._flusher.is_alive():
+            self._flusher.join(timeout=5)
+        if self._engine is not None:
+            self.flush()
+
     def _flush_forever(self) -> None:
-        while True:
-            time.sleep(FLUSH_INTERVAL)
+        while not self._closed.wait(FLUSH_INTERVAL):
             try:
                 self.flush()
                 self._release_lingering()
@@ -221,6 +229,18 @@ class SharedActivity(Activity):
         super()._forked()
         self._conn = None
         self._shared.clear()
+
+    def close(self) -> None:
+        """Also end the lock session: every shared lock it still holds goes with it."""
+        super().close()
+        with self._conn_lock:
+            if self._conn is not None:
+                try:
+                    self._conn.close()
+                except Exception:  # already broken: nothing left to release
+                    pass
+            self._conn = None
+            self._shared.clear()
 
     def _query(self, sql: str, model_id: int) -> bool:
         with self._conn_lock:
@@ -299,7 +319,13 @@ def _upsert_minute(dialect: str, model_id: int, minute: datetime, requests, erro
     greatest = func.greatest if dialect == "postgresql" else func.max
     table = InferenceMinute.__table__
     statement = insert(table).values(
-        model_id=model_id, minute=minute, requests=requests, errors=errors, cold_starts=colds, total_ms=total, max_ms=longest
+        model_id=model_id,
+        minute=minute,
+        requests=requests,
+        errors=errors,
+        cold_starts=colds,
+        total_ms=total,
+        max_ms=longest,
     )
     return statement.on_conflict_do_update(
         index_elements=[table.c.model_id, table.c.minute],

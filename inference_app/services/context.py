@@ -10,10 +10,11 @@ import urllib3
 from flask import Flask, current_app
 
 from ..config import Settings
-from ..runtime.engine import DockerEngine
 from ..extensions import db
+from ..runtime.engine import DockerEngine
 from .activity import Activity, SharedActivity
 from .flights import Flights
+from .rate_limit import RateLimiter
 
 EXTENSION = "inference"
 
@@ -26,6 +27,7 @@ class InferenceContext:
     engine: DockerEngine
     ledger: Activity = field(default_factory=Activity)
     flights: Flights = field(default_factory=lambda: Flights(500))
+    rate_limiter: RateLimiter = field(default_factory=lambda: RateLimiter(0))
     _http: urllib3.PoolManager | None = None
     _http_pid: int = 0
 
@@ -55,6 +57,7 @@ def init_app(app: Flask, settings: Settings) -> None:
         engine=DockerEngine(settings),
         ledger=Activity() if settings.is_sqlite else SharedActivity(),
         flights=Flights(settings.max_waiters_per_model),
+        rate_limiter=RateLimiter(settings.rate_limit_per_minute),
     )
 
 

@@ -6,11 +6,12 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Iterator, Mapping
 
 from ..errors import ModelUnreachable, QueueFull
 from ..extensions import db
+from ..metrics import INFERENCE_LATENCY, INFERENCE_REQUESTS
 from ..models import ServedModel
 from . import lifecycle
 from .context import context
@@ -50,13 +51,13 @@ def infer(
     _enter(model)
     try:
         result = _infer_entered(model, body, headers, request_id, query)
-    except BaseException:
-        _leave(model_id, began, failed=True, cold=False)
+    except BaseException as exc:
+        _leave(model_id, began, getattr(exc, "status", 500), cold=False)
         raise
     if result.stream is None:
-        _leave(model_id, began, failed=result.status >= 500, cold=result.cold)
+        _leave(model_id, began, result.status, result.cold)
     else:
-        result.stream = _leave_after(result.stream, model_id, began, result.status >= 500, result.cold)
+        result.stream = _leave_after(result.stream, model_id, began, result.status, result.cold)
     return result
 
 
@@ -74,16 +75,20 @@ def _enter(model: ServedModel) -> None:
         db.session.refresh(model)  # it was stopped while we waited
 
 
-def _leave(model_id: int, began: float, failed: bool, cold: bool) -> None:
-    context().activity.leave(model_id, round((time.monotonic() - began) * 1000), failed, cold)
+def _leave(model_id: int, began: float, status: int, cold: bool, activity=None) -> None:
+    """Count the request out: the activity ledger (last use, minute counters) and the metrics."""
+    seconds = time.monotonic() - began
+    (activity or context().activity).leave(model_id, round(seconds * 1000), status >= 500, cold)
+    INFERENCE_REQUESTS.labels(str(model_id), str(status)).inc()
+    INFERENCE_LATENCY.labels("true" if cold else "false").observe(seconds)
 
 
-def _leave_after(stream: Iterator[bytes], model_id: int, began: float, failed: bool, cold: bool) -> Iterator[bytes]:
+def _leave_after(stream: Iterator[bytes], model_id: int, began: float, status: int, cold: bool) -> Iterator[bytes]:
     activity = context().activity
     try:
         yield from stream
     finally:
-        activity.leave(model_id, round((time.monotonic() - began) * 1000), failed, cold)
+        _leave(model_id, began, status, cold, activity)
 
 
 def _infer_entered(model: ServedModel, body: bytes, headers, request_id: str, query: str) -> InferenceResult:

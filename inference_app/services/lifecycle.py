@@ -25,6 +25,7 @@ from ..errors import (
     StartTimeout,
 )
 from ..extensions import db
+from ..metrics import COLD_START, WAITERS
 from ..models import ACTIVE, EventKind, ModelEvent, ServedModel, Status, utcnow
 from ..runtime.engine import ContainerSpec, Endpoint
 from ..runtime.readiness import backoff_delays, wait_ready
@@ -76,21 +77,25 @@ def ensure_ready(model: ServedModel, claimed: threading.Event | None = None) -> 
     began = time.monotonic()
     deadline = began + settings.queue_timeout_seconds + settings.start_timeout_seconds
     flight, leader = ctx.flights.join(model_id)
-    if not leader:
-        if claimed is not None:
-            claimed.set()
-        if not flight.done.wait(timeout=max(0.0, deadline - time.monotonic())):
-            raise StartTimeout("gave up waiting for the model's container to start", retry_after=5)
-        if flight.error is not None:
-            raise flight.error
-        return Readiness(flight.result, cold=True, waited_s=time.monotonic() - began)
+    WAITERS.inc()
     try:
-        endpoint = _bring_up(model_id, began, claimed)
-    except BaseException as exc:
-        ctx.flights.finish(model_id, flight, error=exc)
-        raise
-    ctx.flights.finish(model_id, flight, result=endpoint)
-    return Readiness(endpoint, cold=True, waited_s=time.monotonic() - began)
+        if not leader:
+            if claimed is not None:
+                claimed.set()
+            if not flight.done.wait(timeout=max(0.0, deadline - time.monotonic())):
+                raise StartTimeout("gave up waiting for the model's container to start", retry_after=5)
+            if flight.error is not None:
+                raise flight.error
+            return Readiness(flight.result, cold=True, waited_s=time.monotonic() - began)
+        try:
+            endpoint = _bring_up(model_id, began, claimed)
+        except BaseException as exc:
+            ctx.flights.finish(model_id, flight, error=exc)
+            raise
+        ctx.flights.finish(model_id, flight, result=endpoint)
+        return Readiness(endpoint, cold=True, waited_s=time.monotonic() - began)
+    finally:
+        WAITERS.dec()
 
 
 def _bring_up(model_id: int, began: float, claimed: threading.Event | None) -> Endpoint:
@@ -149,7 +154,9 @@ def _claim(model_id: int) -> Endpoint | _Wait | _Claimed:
             victim.lease_owner = ctx.owner
             victim.lease_expires_at = now + timedelta(seconds=settings.stop_timeout_seconds) + LEASE_GRACE
             victim_id = victim.id
-            db.session.add(ModelEvent(model_id=victim.id, kind=EventKind.EVICTED, detail=f"made room for model {model_id}"))
+            db.session.add(
+                ModelEvent(model_id=victim.id, kind=EventKind.EVICTED, detail=f"made room for model {model_id}")
+            )
             logger.info("evicting model %s to make room for model %s", victim.id, model_id)
         model.move_to(Status.STARTING, now)
         model.lease_owner = ctx.owner
@@ -164,7 +171,9 @@ def _pick_victim(for_model: int) -> ServedModel | None:
     activity = context().activity
     candidates = db.session.scalars(
         select(ServedModel)
-        .where(ServedModel.status == Status.RUNNING.value, ServedModel.keep_warm.is_(False), ServedModel.id != for_model)
+        .where(
+            ServedModel.status == Status.RUNNING.value, ServedModel.keep_warm.is_(False), ServedModel.id != for_model
+        )
         .order_by(ServedModel.last_used_at.asc().nulls_first(), ServedModel.id)
         .limit(20)
     ).all()  # no row locks needed: every status change happens under the lifecycle lock
@@ -202,9 +211,7 @@ def _start_claimed(model_id: int) -> Endpoint:
     began = time.monotonic()
     try:
         info = ctx.engine.create_and_start(spec)
-        endpoint = wait_ready(
-            ctx.engine, ctx.http, info, health_path, began + ctx.settings.start_timeout_seconds
-        )
+        endpoint = wait_ready(ctx.engine, ctx.http, info, health_path, began + ctx.settings.start_timeout_seconds)
     except EngineUnavailable as exc:
         _abandon(model_id, Status.STOPPED, exc.message)
         raise
@@ -218,6 +225,7 @@ def _start_claimed(model_id: int) -> Endpoint:
         _abandon(model_id, Status.FAILED, f"start failed: {exc.__class__.__name__}")
         raise ContainerFailed("the container could not be started") from exc
     duration = time.monotonic() - began
+    COLD_START.observe(duration)
     with claim_transaction():
         model = locked_model(model_id)
         if model.state is not Status.STARTING or model.lease_owner != ctx.owner:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Iterable
+from typing import Any
 
 from sqlalchemy import Select, bindparam, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -16,6 +17,7 @@ from ..config import Settings
 from ..errors import InvalidInput, ModelNotFound
 from ..extensions import db
 from ..models import ServedModel, Status, utcnow
+from .auth import Principal
 from .validation import Registration, safe_name, validate_registration
 
 logger = logging.getLogger(__name__)
@@ -51,9 +53,13 @@ class Versioned:
         return reg.user_id, reg.model_name, reg.version
 
 
-def register_model(data: Any, settings: Settings, keep_unknown: bool = False) -> tuple[ServedModel, bool]:
+def register_model(
+    data: Any, settings: Settings, keep_unknown: bool = False, principal: Principal | None = None
+) -> tuple[ServedModel, bool]:
     """Validate and upsert by user_id+model_name+version; returns (model, created)."""
     reg = validate_registration(data, settings, keep_unknown=keep_unknown)
+    if principal is not None:
+        principal.require_owner(reg.user_id)
     existed = _find(reg.user_id, reg.model_name, reg.version) is not None
     [(model_id, _applied)] = upsert_registrations([Versioned(reg)]).values()
     db.session.commit()
@@ -114,9 +120,7 @@ def upsert_registrations(items: Iterable[Versioned]) -> dict[Identity, tuple[int
             table.c.event_occurred_at <= excluded.event_occurred_at,
         ),
     ).returning(table.c.id, table.c.user_id, table.c.model_name, table.c.version)
-    ids: dict[Identity, int] = {
-        (r.user_id, r.model_name, r.version): r.id for r in db.session.execute(statement, rows)
-    }
+    ids: dict[Identity, int] = {(r.user_id, r.model_name, r.version): r.id for r in db.session.execute(statement, rows)}
     return {identity: (ids.get(identity), item) for identity, item in newest.items()}
 
 
@@ -177,9 +181,7 @@ def mark_deleted(user_id: str, model_name: str, version: str | None, occurred_at
     if version is not None:
         statement = statement.where(table.c.version == version)
     if occurred_at is not None:
-        statement = statement.where(
-            or_(table.c.event_occurred_at.is_(None), table.c.event_occurred_at <= occurred_at)
-        )
+        statement = statement.where(or_(table.c.event_occurred_at.is_(None), table.c.event_occurred_at <= occurred_at))
     statement = statement.values(
         deleted_at=utcnow(), event_occurred_at=func.coalesce(occurred_at, table.c.event_occurred_at)
     ).returning(table.c.id)
@@ -194,45 +196,52 @@ def _find(user_id: str, model_name: str, version: str) -> ServedModel | None:
     )
 
 
-def get_model(model_id: int, include_deleted: bool = False, fresh: bool = False) -> ServedModel:
-    """The model with its live status; ModelNotFound otherwise. fresh: re-read the row."""
+def get_model(
+    model_id: int, include_deleted: bool = False, fresh: bool = False, visible_to: Principal | None = None
+) -> ServedModel:
+    """The model with its live status; ModelNotFound otherwise (also for another owner's model,
+    so ids cannot be probed). fresh: re-read the row."""
     model = db.session.get(ServedModel, model_id, populate_existing=fresh)
     if model is None or (model.deleted_at is not None and not include_deleted):
+        raise ModelNotFound(f"no model with id {model_id}")
+    if visible_to is not None and not visible_to.can_see(model):
         raise ModelNotFound(f"no model with id {model_id}")
     return model
 
 
-def model_for_inference(model_id: int, version: str | None = None) -> ServedModel:
+def model_for_inference(model_id: int, version: str | None = None, visible_to: Principal | None = None) -> ServedModel:
     """The version an inference for model_id goes to: the one named, else the newest registered.
 
     One query: the model's family (same user_id and model_name) joined to the id asked for.
     """
+    scoped = visible_to is not None and not visible_to.is_admin
+    params = {"model_id": model_id, **({"owner": visible_to.user_id} if scoped else {})}
+    newest, named = _family_queries(scoped)
     if version is not None:
-        params = {"model_id": model_id, "version": safe_name("version", version)}
-        found = db.session.scalar(_family_queries()[1], params)
+        found = db.session.scalar(named, {**params, "version": safe_name("version", version)})
         if found is None:
-            get_model(model_id)  # 404 for the model itself first
+            get_model(model_id, visible_to=visible_to)  # 404 for the model itself first
             raise ModelNotFound(f"model {model_id} has no version {version!r}")
         return found
-    found = db.session.scalar(_family_queries()[0], {"model_id": model_id})
+    found = db.session.scalar(newest, params)
     if found is None:
         raise ModelNotFound(f"no model with id {model_id}")
     return found
 
 
 @functools.cache
-def _family_queries() -> tuple[Select, Select]:
-    """The (newest version, named version) statements, built once per process.
-
-    Building the aliased join took more CPU than running it (about half of a warm
-    inference's time in the web worker), and it was rebuilt on every inference.
-    """
+def _family_queries(scoped: bool) -> tuple[Select, Select]:
+    """The (newest version, named version) statements, built once per process (scoped: owner only)."""
+    # Building the aliased join took more CPU than running it (about half of a warm
+    # inference's time in the web worker) when it was rebuilt on every inference.
     asked = aliased(ServedModel)
     family = (
         select(ServedModel)
         .join(asked, (asked.user_id == ServedModel.user_id) & (asked.model_name == ServedModel.model_name))
         .where(asked.id == bindparam("model_id"), asked.deleted_at.is_(None), ServedModel.deleted_at.is_(None))
     )
+    if scoped:
+        family = family.where(ServedModel.user_id == bindparam("owner"))
     newest = family.order_by(ServedModel.id.desc()).limit(1)
     named = family.where(ServedModel.version == bindparam("version"))
     return newest, named
@@ -246,13 +255,16 @@ def list_models(
     page: int = 1,
     per_page: int = 20,
     include_deleted: bool = False,
+    visible_to: Principal | None = None,
 ) -> Page:
-    """One page of models, newest id first, with the filters applied."""
+    """One page of models, newest id first, with the filters applied (and the caller's scope)."""
     if page < 1:
         raise InvalidInput("page must be 1 or more", field="page")
     if not 1 <= per_page <= MAX_PER_PAGE:
         raise InvalidInput(f"per_page must be between 1 and {MAX_PER_PAGE}", field="per_page")
     query = select(ServedModel)
+    if visible_to is not None and not visible_to.is_admin:
+        query = query.where(ServedModel.user_id == visible_to.user_id)
     if user_id:
         query = query.where(ServedModel.user_id == safe_name("user_id", user_id))
     if status:
@@ -270,5 +282,7 @@ def list_models(
     if not include_deleted:
         query = query.where(ServedModel.deleted_at.is_(None))
     total = db.session.scalar(select(func.count()).select_from(query.order_by(None).subquery()))
-    items = db.session.scalars(query.order_by(ServedModel.id.desc()).limit(per_page).offset((page - 1) * per_page)).all()
+    items = db.session.scalars(
+        query.order_by(ServedModel.id.desc()).limit(per_page).offset((page - 1) * per_page)
+    ).all()
     return Page(items=list(items), total=total or 0, page=page, per_page=per_page)

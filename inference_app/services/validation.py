@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from ..config import Settings
 from ..errors import InvalidInput
@@ -90,7 +91,9 @@ def _path(name: str, value: Any) -> str:
     if not isinstance(value, str):
         raise InvalidInput(f"{name} must be a string starting with '/'", field=name)
     if len(value) > 512 or not PATH.fullmatch(value) or "/../" in value + "/" or "//" in value:
-        raise InvalidInput(f"{name} must be a URL path starting with '/' without spaces or '..', got {value!r}"[:300], field=name)
+        raise InvalidInput(
+            f"{name} must be a URL path starting with '/' without spaces or '..', got {value!r}"[:300], field=name
+        )
     return value
 
 
@@ -102,12 +105,16 @@ def _env(value: Any) -> dict[str, str]:
     result = {}
     for key, val in value.items():
         if not isinstance(key, str) or len(key) > 128 or not ENV_KEY.fullmatch(key):
-            raise InvalidInput(f"env key {str(key)[:64]!r} must be a letter or '_' followed by letters, digits or '_'", field="env")
+            raise InvalidInput(
+                f"env key {str(key)[:64]!r} must be a letter or '_' followed by letters, digits or '_'", field="env"
+            )
         if isinstance(val, bool) or not isinstance(val, (str, int, float)):
             raise InvalidInput(f"env value of {key} must be a string", field="env")
         val = str(val)
         if len(val) > MAX_ENV_VALUE or "\x00" in val:
-            raise InvalidInput(f"env value of {key} must be at most {MAX_ENV_VALUE} characters without NUL", field="env")
+            raise InvalidInput(
+                f"env value of {key} must be at most {MAX_ENV_VALUE} characters without NUL", field="env"
+            )
         result[key] = val
     return result
 
@@ -125,7 +132,7 @@ def validate_registration(data: Any, settings: Settings, keep_unknown: bool = Fa
     reg = Registration(
         user_id=safe_name("user_id", data.get("user_id")),
         model_name=safe_name("model_name", data.get("model_name")),
-        image=_image(data.get("image")),
+        image=_image(data.get("image"), settings.allowed_image_prefixes),
     )
     if data.get("version") is not None:
         reg.version = safe_name("version", data["version"])
@@ -155,13 +162,20 @@ def validate_registration(data: Any, settings: Settings, keep_unknown: bool = Fa
     return reg
 
 
-def _image(value: Any) -> str:
+def _image(value: Any, allowed_prefixes: tuple[str, ...]) -> str:
     if value is None or value == "":
         raise InvalidInput("image is required", field="image")
     if not isinstance(value, str):
         raise InvalidInput("image must be a string", field="image")
     if len(value) > 512 or not IMAGE_REF.fullmatch(value):
-        raise InvalidInput(f"image {value[:100]!r} is not a valid image reference (like registry/name:tag)", field="image")
+        raise InvalidInput(
+            f"image {value[:100]!r} is not a valid image reference (like registry/name:tag)", field="image"
+        )
+    if allowed_prefixes and not value.startswith(allowed_prefixes):
+        raise InvalidInput(
+            f"image {value!r} is not allowed here (IMAGE_ALLOWLIST permits: {', '.join(allowed_prefixes)})",
+            field="image",
+        )
     return value
 
 

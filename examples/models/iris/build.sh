@@ -4,7 +4,8 @@
 #      python3) -> rootfs tarball cached in $CACHE/base -> docker import
 #  (b) numpy/scipy/scikit-learn/joblib/threadpoolctl wheels (cp311, manylinux)
 #      pip-installed with --target into a cached folder
-#  (c) docker build of this directory + that folder
+#  (c) docker build of this directory + that folder (as prepared/site-packages)
+# Elsewhere, with a registry and PyPI: docker build --build-arg BASE_IMAGE=python:3.11-slim .
 # Usage: examples/models/iris/build.sh [--force]   (--force rebuilds the iris
 # image; it reuses the cached base rootfs and site-packages)
 set -euo pipefail
@@ -14,9 +15,8 @@ CACHE="${INFERENCE_CACHE_DIR:-$HOME/.cache/inference-service}"
 IMAGE="${IRIS_IMAGE:-inference-examples/iris:1}"
 BASE_IMAGE="${BASE_IMAGE:-inference-base/python:3.11-bookworm}"
 MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
-# pinned: the newest with cp311 manylinux2014 wheels; change deliberately
-PY_PKGS=(scikit-learn==1.7.2 numpy==2.2.6 scipy==1.16.3 joblib==1.6.0
-         threadpoolctl==3.8.0 cloudpickle==3.1.3)
+# pinned in requirements.txt (shared with the Dockerfile's pip path)
+mapfile -t PY_PKGS < <(sed -e 's/#.*//' -e 's/[[:space:]]//g' "$HERE/requirements.txt" | grep -v '^$')
 
 FORCE=0
 for arg in "$@"; do
@@ -114,10 +114,11 @@ fi
 # ---- (c) docker build ----
 ctx="$WORK/ctx"
 mkdir -p "$ctx"
-cp "$HERE/Dockerfile" "$HERE/server.py" "$HERE/train.py" "$HERE/example-request.json" "$ctx/"
+cp "$HERE/Dockerfile" "$HERE/requirements.txt" "$HERE/server.py" "$HERE/train.py" "$HERE/example-request.json" "$ctx/"
 # hard links are enough for a build context (same file system as the cache)
-cp -al "$site" "$ctx/site-packages" 2>/dev/null || cp -a "$site" "$ctx/site-packages"
-rm -f "$ctx/site-packages/.complete"
+mkdir -p "$ctx/prepared"
+cp -al "$site" "$ctx/prepared/site-packages" 2>/dev/null || cp -a "$site" "$ctx/prepared/site-packages"
+rm -f "$ctx/prepared/site-packages/.complete"
 log "docker build $IMAGE"
 t0=$SECONDS
 DOCKER_BUILDKIT=0 docker build --force-rm --build-arg "BASE_IMAGE=$BASE_IMAGE" \

@@ -1,0 +1,102 @@
+"""Prometheus metrics: per-request figures from the web processes, the rest read from the database.
+
+Under gunicorn each worker writes its samples to PROMETHEUS_MULTIPROC_DIR (set by
+gunicorn.conf.py) and /metrics adds them up. Facts that belong to the whole deployment
+(containers running, starts and stops by reason, Kafka ingestion) are read from the
+registry and the background runner's heartbeat at scrape time, so every process agrees.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from sqlalchemy import func, select
+
+from .extensions import db
+from .models import Heartbeat, ModelEvent, ServedModel, Status
+
+LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+COLD_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 20, 30, 60)
+
+INFERENCE_REQUESTS = Counter(
+    "inference_requests_total", "Inference requests by model and HTTP status", ["model_id", "status"]
+)
+INFERENCE_LATENCY = Histogram(
+    "inference_request_duration_seconds",
+    "Inference latency as the client saw it",
+    ["cold_start"],
+    buckets=LATENCY_BUCKETS,
+)
+COLD_START = Histogram(
+    "inference_cold_start_duration_seconds",
+    "Container start until the model answered its health check",
+    buckets=COLD_BUCKETS,
+)
+HTTP_REQUESTS = Counter("http_requests_total", "HTTP requests by route and status", ["route", "status"])
+WAITERS = Gauge("inference_start_waiters", "Requests waiting for a model to start", multiprocess_mode="livesum")
+
+
+def exposition(settings) -> bytes:
+    """The text exposition for /metrics."""
+    deployment = list(_deployment_families(settings))
+    registry = CollectorRegistry()
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        from prometheus_client import REGISTRY
+
+        registry.register(_Static(list(REGISTRY.collect())))
+    registry.register(_Static(deployment))
+    return generate_latest(registry)
+
+
+class _Static:
+    """Already-gathered metric families, as a collector."""
+
+    def __init__(self, families):
+        self._families = families
+
+    def collect(self):
+        return self._families
+
+
+def _deployment_families(settings):
+    running = db.session.scalar(select(func.count()).where(ServedModel.status == Status.RUNNING.value))
+    active = db.session.scalar(
+        select(func.count()).where(
+            ServedModel.status.in_([Status.STARTING.value, Status.RUNNING.value, Status.STOPPING.value])
+        )
+    )
+    gauge = GaugeMetricFamily("inference_containers", "Model containers by state", labels=["state"])
+    gauge.add_metric(["running"], running or 0)
+    gauge.add_metric(["active"], active or 0)
+    yield gauge
+    yield GaugeMetricFamily("inference_containers_cap", "MAX_RUNNING_CONTAINERS", value=settings.max_running_containers)
+    lifecycle = CounterMetricFamily(
+        "inference_lifecycle_events",
+        "Starts, stops by reason (idle, manual, eviction, failure) and more",
+        labels=["kind"],
+    )
+    for kind, count in db.session.execute(select(ModelEvent.kind, func.count()).group_by(ModelEvent.kind)):
+        lifecycle.add_metric([kind], count)
+    yield lifecycle
+    beat = db.session.get(Heartbeat, "background")
+    kafka = (beat.state or {}).get("kafka", {}) if beat is not None else {}
+    applied = CounterMetricFamily("kafka_events_applied", "Events applied by the active listener since it started")
+    applied.add_metric([], kafka.get("applied", 0) or 0)
+    yield applied
+    dead = CounterMetricFamily(
+        "kafka_events_dead_lettered", "Events dead-lettered by the active listener since it started"
+    )
+    dead.add_metric([], kafka.get("dead_lettered", 0) or 0)
+    yield dead
+    if kafka.get("lag") is not None:
+        yield GaugeMetricFamily("kafka_consumer_lag", "Records behind the end of the topics", value=kafka["lag"])
+    up = GaugeMetricFamily("kafka_listener_connected", "1 when the listener is connected to the brokers")
+    up.add_metric([], 1 if kafka.get("state") == "connected" else 0)
+    yield up
+    db.session.rollback()

@@ -1,0 +1,230 @@
+"""Read-only facts for the dashboard: container details, recent activity, events and capacity.
+
+Nothing here changes state; lifecycle decisions stay in services.lifecycle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select
+
+from ..errors import ServiceError
+from ..extensions import db
+from ..models import ACTIVE, DeadLetter, InferenceMinute, IngestedEvent, ModelEvent, ServedModel, Status, utcnow
+from .auth import Principal
+from .context import context
+
+LOG_LINES = 20
+HISTORY_MINUTES = 60
+
+
+@dataclass(frozen=True)
+class ContainerDetails:
+    """What Docker says about a model's container."""
+
+    container_id: str
+    name: str
+    state: str  # Docker's: created, running, exited, ...
+    image: str
+    exit_code: int | None
+    memory_bytes: int | None
+    cpus: float | None
+    pids_limit: int | None
+
+
+@dataclass(frozen=True)
+class ContainerReport:
+    """The container (None when there is none), its last log lines, or why Docker could not tell."""
+
+    details: ContainerDetails | None
+    log_tail: str
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class MinuteStat:
+    minute: datetime
+    requests: int
+    errors: int
+    cold_starts: int
+    avg_ms: float | None
+    max_ms: int
+
+
+@dataclass(frozen=True)
+class InferenceHistory:
+    """Per-minute inference counts and latency, oldest first, with no gaps."""
+
+    minutes: list[MinuteStat]
+
+    @property
+    def requests(self) -> int:
+        return sum(m.requests for m in self.minutes)
+
+    @property
+    def errors(self) -> int:
+        return sum(m.errors for m in self.minutes)
+
+    @property
+    def cold_starts(self) -> int:
+        return sum(m.cold_starts for m in self.minutes)
+
+    @property
+    def avg_ms(self) -> float | None:
+        weighted = sum((m.avg_ms or 0) * m.requests for m in self.minutes)
+        return weighted / self.requests if self.requests else None
+
+    @property
+    def max_ms(self) -> int:
+        return max((m.max_ms for m in self.minutes), default=0)
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """Container slots in use (starting, running or stopping) against MAX_RUNNING_CONTAINERS."""
+
+    starting: int
+    running: int
+    stopping: int
+    limit: int
+
+    @property
+    def in_use(self) -> int:
+        return self.starting + self.running + self.stopping
+
+
+@dataclass(frozen=True)
+class EventRow:
+    event: ModelEvent
+    model: ServedModel | None
+
+
+def container_report(model: ServedModel, log_lines: int = LOG_LINES) -> ContainerReport:
+    """Live Docker facts about the model's container and its last log lines."""
+    engine = context().engine
+    try:
+        info = engine.inspect(model.container_id or engine.name_for(model.id))
+        if info is None:
+            return ContainerReport(None, "")
+        host = info.attrs.get("HostConfig") or {}
+        nano_cpus = host.get("NanoCpus") or 0
+        details = ContainerDetails(
+            container_id=info.container_id,
+            name=info.name,
+            state=info.status,
+            image=info.image,
+            exit_code=info.exit_code,
+            memory_bytes=host.get("Memory") or None,
+            cpus=nano_cpus / 1e9 if nano_cpus else None,
+            pids_limit=host.get("PidsLimit") or None,
+        )
+        return ContainerReport(details, engine.logs_tail(info.container_id, log_lines))
+    except ServiceError as exc:
+        return ContainerReport(None, "", error=exc.message)
+
+
+def start_phase(model: ServedModel) -> str:
+    """What a starting or stopping model is doing right now, in words."""
+    if model.state is Status.STOPPING:
+        return "stopping the container"
+    if model.state is not Status.STARTING:
+        return ""
+    engine = context().engine
+    try:
+        info = engine.inspect(engine.name_for(model.id))
+    except ServiceError as exc:
+        return exc.message
+    if info is None:
+        return "creating the container"
+    if info.status == "created":
+        return "starting the container"
+    if info.running:
+        return f"waiting for {model.health_path} to answer"
+    return f"the container has {info.status}"
+
+
+def inference_history(model_id: int, minutes: int = HISTORY_MINUTES, now: datetime | None = None) -> InferenceHistory:
+    """The last `minutes` minutes of one model's inference counters, gaps filled with zeros."""
+    end = (now or utcnow()).replace(second=0, microsecond=0)
+    start = end - timedelta(minutes=minutes - 1)
+    rows = db.session.scalars(
+        select(InferenceMinute).where(InferenceMinute.model_id == model_id, InferenceMinute.minute >= start)
+    ).all()
+    by_minute = {row.minute: row for row in rows}
+    stats = []
+    for step in range(minutes):
+        minute = start + timedelta(minutes=step)
+        row = by_minute.get(minute)
+        if row is None:
+            stats.append(MinuteStat(minute, 0, 0, 0, None, 0))
+        else:
+            avg = row.total_ms / row.requests if row.requests else None
+            stats.append(MinuteStat(minute, row.requests, row.errors, row.cold_starts, avg, row.max_ms))
+    return InferenceHistory(stats)
+
+
+def capacity() -> Capacity:
+    """How many container slots are taken, by state, and the cap."""
+    counts = dict(
+        db.session.execute(
+            select(ServedModel.status, func.count())
+            .where(ServedModel.status.in_([s.value for s in ACTIVE]))
+            .group_by(ServedModel.status)
+        ).all()
+    )
+    return Capacity(
+        starting=counts.get(Status.STARTING.value, 0),
+        running=counts.get(Status.RUNNING.value, 0),
+        stopping=counts.get(Status.STOPPING.value, 0),
+        limit=context().settings.max_running_containers,
+    )
+
+
+def active_models(limit: int = 500, visible_to: Principal | None = None) -> list[ServedModel]:
+    """Models holding a container slot, most recently changed first (the caller's, for a user)."""
+    query = (
+        select(ServedModel)
+        .where(ServedModel.status.in_([s.value for s in ACTIVE]))
+        .order_by(ServedModel.status_changed_at.desc(), ServedModel.id.desc())
+        .limit(limit)
+    )
+    if visible_to is not None and not visible_to.is_admin:
+        query = query.where(ServedModel.user_id == visible_to.user_id)
+    return list(db.session.scalars(query))
+
+
+def recent_events(
+    kinds: list[str] | None = None,
+    model_id: int | None = None,
+    limit: int = 50,
+    before_id: int | None = None,
+    visible_to: Principal | None = None,
+) -> list[EventRow]:
+    """Lifecycle events, newest first, each with its model (None once the model is gone)."""
+    query = (
+        select(ModelEvent, ServedModel)
+        .outerjoin(ServedModel, ServedModel.id == ModelEvent.model_id)
+        .order_by(ModelEvent.id.desc())
+        .limit(limit)
+    )
+    if kinds:
+        query = query.where(ModelEvent.kind.in_(kinds))
+    if model_id is not None:
+        query = query.where(ModelEvent.model_id == model_id)
+    if before_id is not None:
+        query = query.where(ModelEvent.id < before_id)
+    if visible_to is not None and not visible_to.is_admin:
+        query = query.where(ServedModel.user_id == visible_to.user_id)
+    return [EventRow(event, model) for event, model in db.session.execute(query).all()]
+
+
+def recent_ingested(limit: int = 20) -> list[IngestedEvent]:
+    """Events taken from Kafka and what became of them (applied, duplicate, stale), newest first."""
+    return list(db.session.scalars(select(IngestedEvent).order_by(IngestedEvent.id.desc()).limit(limit)))
+
+
+def recent_dead_letters(limit: int = 20) -> list[DeadLetter]:
+    """Events from Kafka that could not be applied, with their reasons, newest first."""
+    return list(db.session.scalars(select(DeadLetter).order_by(DeadLetter.id.desc()).limit(limit)))
