@@ -39,9 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         default=",".join(STAGES),
         help=f"comma-separated stages of {', '.join(STAGES)}",
     )
-    parser.add_argument(
-        "--reps", type=int, default=5, help="repetitions per figure (default 5)"
-    )
+    parser.add_argument("--reps", type=int, default=5, help="repetitions per figure (default 5)")
     parser.add_argument(
         "--out",
         default=str(ROOT / "docs" / "benchmarks.md"),
@@ -53,9 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(stages) - set(STAGES))
     if unknown:
         parser.error(f"unknown stage(s): {', '.join(unknown)}")
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s bench: %(message)s", datefmt="%H:%M:%S"
-    )
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s bench: %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("kafka").setLevel(logging.WARNING)
     try:
         text, ok = run(stages, BenchConfig.from_env(args.reps))
@@ -102,9 +98,7 @@ def run(stages: list[str], cfg) -> tuple[str, bool]:
     return text, all(r.met is not False for r in rows)
 
 
-def _service_stages(
-    s: Session, stages: list[str], stage, rss: memory.MemoryLog
-) -> list:
+def _service_stages(s: Session, stages: list[str], stage, rss: memory.MemoryLog) -> list:
     """The service under gunicorn with one background process: 2 web workers, then 4 (herd)."""
     rows = []
     worker = s.start_worker("worker")
@@ -116,9 +110,7 @@ def _service_stages(
             try:
                 if stage("warm"):
                     _, direct, service = warm.start_fast_model(s, web)
-                    rows += warm.rows(
-                        warm.measure(s, direct, service, web.worker_pids())
-                    )
+                    rows += warm.rows(warm.measure(s, direct, service, web.worker_pids()))
                 if stage("cold"):
                     rows += cold.run(s, web)
                 if stage("registry"):

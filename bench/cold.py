@@ -30,9 +30,7 @@ TARGET_ADDED_S = 0.050
 SETTLE = 0.5
 BODY = (ROOT / "examples/models/iris/example-request.json").read_bytes()
 HEADERS = {"Content-Type": "application/json"}
-POLL_TIMEOUT = urllib3.Timeout(
-    connect=0.5, read=1.0
-)  # the service's health-check timeouts
+POLL_TIMEOUT = urllib3.Timeout(connect=0.5, read=1.0)  # the service's health-check timeouts
 
 
 def through_service(s: Session, web: Web, model_id: int) -> float:
@@ -80,15 +78,11 @@ class Bare:
         )
         self.container.start()
         self.container.reload()
-        port = self.container.attrs["NetworkSettings"]["Ports"]["8080/tcp"][0][
-            "HostPort"
-        ]
+        port = self.container.attrs["NetworkSettings"]["Ports"]["8080/tcp"][0]["HostPort"]
         base = f"http://127.0.0.1:{port}"
         for delay in backoff_delays():
             try:
-                health = self.http.request(
-                    "GET", base + "/health", timeout=POLL_TIMEOUT
-                )
+                health = self.http.request("GET", base + "/health", timeout=POLL_TIMEOUT)
                 if health.status == 200:
                     break
             except urllib3.exceptions.HTTPError:
@@ -96,9 +90,7 @@ class Bare:
             if time.perf_counter() > began + 60:
                 raise BenchError("bare container never became healthy")
             time.sleep(delay)
-        answer = self.http.request(
-            "POST", base + "/predict", body=BODY, headers=HEADERS
-        )
+        answer = self.http.request("POST", base + "/predict", body=BODY, headers=HEADERS)
         took = time.perf_counter() - began
         if answer.status != 200 or "predictions" not in json.loads(answer.data):
             raise BenchError(f"bare predict: {answer.status}")
@@ -108,9 +100,7 @@ class Bare:
 def run(s: Session, web: Web) -> list[Row]:
     model_id = s.register(web, model_name="iris", image=IRIS)
     baseline = Bare(s)
-    through_service(
-        s, web, model_id
-    )  # untimed: image in the page cache, code paths warm
+    through_service(s, web, model_id)  # untimed: image in the page cache, code paths warm
     baseline.start()
     service, bare = [], []
     for rep in range(s.cfg.reps):
@@ -128,7 +118,7 @@ def run(s: Session, web: Web) -> list[Row]:
         )
     s.call(web, "POST", f"/api/models/{model_id}/stop")
     baseline.remove()
-    added = [a - b for a, b in zip(service, bare)]
+    added = [a - b for a, b in zip(service, bare, strict=True)]
     name = "Cold start (iris example)"
     return [
         Row(

@@ -26,19 +26,13 @@ class BenchConfig:
     artifacts: Path
 
     @classmethod
-    def from_env(cls, reps: int) -> "BenchConfig":
-        server = os.environ.get("BENCH_DATABASE_SERVER") or _server_of(
-            os.environ.get("DATABASE_URL", "")
-        )
+    def from_env(cls, reps: int) -> BenchConfig:
+        server = os.environ.get("BENCH_DATABASE_SERVER") or _server_of(os.environ.get("DATABASE_URL", ""))
         if not server:
-            raise BenchError(
-                "set DATABASE_URL (scripts/bench.sh does it with scripts/provision.sh)"
-            )
+            raise BenchError("set DATABASE_URL (scripts/bench.sh does it with scripts/provision.sh)")
         kafka = os.environ.get("BENCH_KAFKA_BOOTSTRAP_SERVERS", "")
         if not kafka:
-            raise BenchError(
-                "set BENCH_KAFKA_BOOTSTRAP_SERVERS (scripts/bench.sh does it with scripts/kafka.sh)"
-            )
+            raise BenchError("set BENCH_KAFKA_BOOTSTRAP_SERVERS (scripts/bench.sh does it with scripts/kafka.sh)")
         artifacts = ROOT / "test-artifacts" / "bench"
         artifacts.mkdir(parents=True, exist_ok=True)
         return cls(
@@ -51,8 +45,4 @@ class BenchConfig:
 
 def _server_of(url: str) -> str:
     """postgresql+psycopg2://user@host:port/dbname -> postgresql+psycopg2://user@host:port"""
-    return (
-        url.rsplit("/", 1)[0]
-        if url.startswith("postgresql") and url.count("/") >= 3
-        else ""
-    )
+    return url.rsplit("/", 1)[0] if url.startswith("postgresql") and url.count("/") >= 3 else ""

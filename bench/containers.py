@@ -42,9 +42,7 @@ def model_container(model_id: int) -> str:
 
 def published_port(dc: docker.DockerClient, name_or_id: str, port: int = 8080) -> int:
     container = dc.containers.get(name_or_id)
-    return int(
-        container.attrs["NetworkSettings"]["Ports"][f"{port}/tcp"][0]["HostPort"]
-    )
+    return int(container.attrs["NetworkSettings"]["Ports"][f"{port}/tcp"][0]["HostPort"])
 
 
 def created_since(dc: docker.DockerClient, since: float, model_id: int) -> int:

@@ -69,9 +69,7 @@ def rebuild(url: str, env: dict[str, str], log: Path) -> None:
 def empty_tables(url: str) -> None:
     """Every table but alembic_version emptied, ids restarted."""
     with cursor(url) as cur:
-        cur.execute(
-            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'alembic_version'"
-        )
+        cur.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'alembic_version'")
         names = ", ".join(f'"{row[0]}"' for row in cur.fetchall())
         if names:
             cur.execute(f"TRUNCATE {names} RESTART IDENTITY CASCADE")

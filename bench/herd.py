@@ -30,9 +30,7 @@ def _post(host: str, port: int, path: str) -> tuple[int, float, str]:
     began = time.perf_counter()
     conn = http.client.HTTPConnection(host, port, timeout=120)
     try:
-        conn.request(
-            "POST", path, body=BODY, headers={"Content-Type": "application/json"}
-        )
+        conn.request("POST", path, body=BODY, headers={"Content-Type": "application/json"})
         response = conn.getresponse()
         response.read()
         return (
@@ -83,9 +81,7 @@ def run(s: Session, web: Web) -> list[Row]:
         results = fire(url, HERD)
         failed = [r for r in results if r is None or r[0] != 200]
         if failed:
-            raise BenchError(
-                f"herd: {len(failed)} of {HERD} requests failed, e.g. {failed[0]}"
-            )
+            raise BenchError(f"herd: {len(failed)} of {HERD} requests failed, e.g. {failed[0]}")
         latencies = [r[1] for r in results]
         p50s.append(percentile(latencies, 50))
         p99s.append(percentile(latencies, 99))
@@ -129,7 +125,7 @@ def run(s: Session, web: Web) -> list[Row]:
         Row(
             name,
             "p50 added over a lone first request",
-            ms(median([a - b for a, b in zip(p50s, lone)]), 0),
-            ms_spread([a - b for a, b in zip(p50s, lone)], 0),
+            ms(median([a - b for a, b in zip(p50s, lone, strict=True)]), 0),
+            ms_spread([a - b for a, b in zip(p50s, lone, strict=True)], 0),
         ),
     ]

@@ -13,7 +13,7 @@ import json
 import logging
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
@@ -47,17 +47,12 @@ def produce(bootstrap: str, topics: dict[str, str], tag: str) -> None:
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=20_000)
     try:
         admin.create_topics(
-            [
-                NewTopic(topics[k], PARTITIONS, 1)
-                for k in ("KAFKA_TOPIC_UPLOADED", "KAFKA_TOPIC_DELETED")
-            ]
+            [NewTopic(topics[k], PARTITIONS, 1) for k in ("KAFKA_TOPIC_UPLOADED", "KAFKA_TOPIC_DELETED")]
         )
     finally:
         admin.close()
-    producer = KafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", linger_ms=20, batch_size=256 * 1024
-    )
-    now = datetime.now(timezone.utc).isoformat()
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20, batch_size=256 * 1024)
+    now = datetime.now(UTC).isoformat()
     for i in range(EVENTS):
         event = {
             "event_id": f"{tag}-{i}",
@@ -80,9 +75,7 @@ def produce(bootstrap: str, topics: dict[str, str], tag: str) -> None:
 
 def bare_consume(bootstrap: str, topic: str) -> float:
     """Events per second a bare consumer reads the topic at, first record to last."""
-    consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, max_poll_records=BATCH
-    )
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, max_poll_records=BATCH)
     try:
         parts = [TopicPartition(topic, p) for p in range(PARTITIONS)]
         consumer.assign(parts)
@@ -104,13 +97,9 @@ def bare_consume(bootstrap: str, topic: str) -> float:
         consumer.close()
 
 
-def through_listener(
-    s: Session, topics: dict[str, str], name: str
-) -> tuple[float, float]:
+def through_listener(s: Session, topics: dict[str, str], name: str) -> tuple[float, float]:
     """(events/s applied by a `flask worker`, its RSS in MB after the run)."""
-    worker = s.start_worker(
-        name, KAFKA_BOOTSTRAP_SERVERS=s.cfg.kafka_bootstrap, **topics
-    )
+    worker = s.start_worker(name, KAFKA_BOOTSTRAP_SERVERS=s.cfg.kafka_bootstrap, **topics)
     topic = topics["KAFKA_TOPIC_UPLOADED"]
     try:
         conn = database.connect(s.cfg.database_url)
@@ -119,17 +108,13 @@ def through_listener(
         with conn.cursor() as cur:
             while count < EVENTS:
                 time.sleep(POLL)
-                cur.execute(
-                    "SELECT count(*) FROM ingested_events WHERE topic = %s", (topic,)
-                )
+                cur.execute("SELECT count(*) FROM ingested_events WHERE topic = %s", (topic,))
                 count = cur.fetchone()[0]
                 now = time.monotonic()
                 if count and first_at is None:
                     first_at, first_count = now, count
                 if not worker.alive() or now > deadline:
-                    raise BenchError(
-                        f"the listener applied {count} of {EVENTS} events; see {worker.log_path}"
-                    )
+                    raise BenchError(f"the listener applied {count} of {EVENTS} events; see {worker.log_path}")
         conn.close()
         rate = (count - first_count) / (now - first_at)
         return rate, rss_mb(worker.pid)
@@ -152,15 +137,11 @@ def run(s: Session) -> tuple[list[Row], list[float]]:
             time.monotonic() - began,
         )
         if i % 2 == 0:
-            bare.append(
-                bare_consume(s.cfg.kafka_bootstrap, topics["KAFKA_TOPIC_UPLOADED"])
-            )
+            bare.append(bare_consume(s.cfg.kafka_bootstrap, topics["KAFKA_TOPIC_UPLOADED"]))
             rate, mem = through_listener(s, topics, f"ingest-worker-{i + 1}")
         else:
             rate, mem = through_listener(s, topics, f"ingest-worker-{i + 1}")
-            bare.append(
-                bare_consume(s.cfg.kafka_bootstrap, topics["KAFKA_TOPIC_UPLOADED"])
-            )
+            bare.append(bare_consume(s.cfg.kafka_bootstrap, topics["KAFKA_TOPIC_UPLOADED"]))
         rates.append(rate)
         rss.append(mem)
         logger.info(
@@ -170,7 +151,7 @@ def run(s: Session) -> tuple[list[Row], list[float]]:
             bare[-1],
         )
     name = f"Ingestion (Kafka → PostgreSQL, {EVENTS:,} events)"
-    fractions = [r / b for r, b in zip(rates, bare)]
+    fractions = [r / b for r, b in zip(rates, bare, strict=True)]
     rows = [
         Row(
             name,

@@ -6,7 +6,7 @@ import os
 import platform
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import docker
 
@@ -48,7 +48,7 @@ def loadavg() -> str:
 
 def describe(dc: docker.DockerClient, database_url: str) -> list[tuple[str, str]]:
     return [
-        ("Date", datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")),
+        ("Date", datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")),
         ("CPU", f"{_cpu_model()}, {os.cpu_count()} cores"),
         ("Memory", f"{_memory_gib():.1f} GiB"),
         ("Kernel", f"{platform.system()} {platform.release()}"),

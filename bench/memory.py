@@ -22,9 +22,7 @@ class MemoryLog:
         """The first measurement of a kind is its baseline."""
         self._start.setdefault(label, sizes(pids))
 
-    def after(
-        self, label: str, pids: list[int] | None = None, mb: list[float] | None = None
-    ) -> None:
+    def after(self, label: str, pids: list[int] | None = None, mb: list[float] | None = None) -> None:
         self._after[label] = sizes(pids) if pids is not None else list(mb or [])
 
     def rows(self, baselines: dict[str, str] | None = None) -> list[Row]:

@@ -27,11 +27,7 @@ def free_port() -> int:
 
 def service_env(database_url: str, **overrides) -> dict[str, str]:
     """The environment of every service process; overrides are settings (KEY=value)."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("KAFKA_", "DATABASE_URL"))
-    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "DATABASE_URL"))}
     env.update(
         {
             "DATABASE_URL": database_url,
@@ -107,9 +103,7 @@ class Web:
         self.workers = workers
         self.base = f"http://127.0.0.1:{self.port}"
         env = {**env, "PORT": str(self.port), "WEB_CONCURRENCY": str(workers)}
-        self.process = Process(
-            [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"], env, log
-        )
+        self.process = Process([str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"], env, log)
         self._wait_up()
 
     def _wait_up(self) -> None:
@@ -117,17 +111,12 @@ class Web:
         while True:
             if len(self.process.children()) >= self.workers:
                 try:
-                    if all(
-                        requests.get(f"{self.base}/healthz", timeout=5).ok
-                        for _ in range(4 * self.workers)
-                    ):
+                    if all(requests.get(f"{self.base}/healthz", timeout=5).ok for _ in range(4 * self.workers)):
                         return
                 except requests.RequestException:
                     pass
             if not self.process.alive() or time.monotonic() > deadline:
-                raise BenchError(
-                    f"gunicorn did not come up; see {self.process.log_path}"
-                )
+                raise BenchError(f"gunicorn did not come up; see {self.process.log_path}")
             time.sleep(0.1)
 
     def worker_pids(self) -> list[int]:

@@ -12,7 +12,7 @@ import http.client
 import io
 import logging
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from . import database
 from .processes import Web
@@ -47,7 +47,7 @@ COLUMNS = (
 def bulk_register(url: str, count: int) -> float:
     """COPY `count` models into the registry; seconds taken."""
     began = time.monotonic()
-    now = datetime.now(timezone.utc).isoformat()
+    now = datetime.now(UTC).isoformat()
     lines = io.StringIO()
     for i in range(count):
         name = f"{WORDS[i % len(WORDS)]}-{i}"
@@ -71,15 +71,11 @@ def settle(cur) -> None:
     """
     for _ in range(10):
         cur.execute("VACUUM (ANALYZE) models")
-        cur.execute(
-            "SELECT relallvisible >= 0.9 * relpages FROM pg_class WHERE relname = 'models'"
-        )
+        cur.execute("SELECT relallvisible >= 0.9 * relpages FROM pg_class WHERE relname = 'models'")
         if cur.fetchone()[0]:
             return
         time.sleep(0.5)
-    logger.warning(
-        "models is not all-visible after VACUUM: index-only scans will not be used"
-    )
+    logger.warning("models is not all-visible after VACUUM: index-only scans will not be used")
 
 
 def _latencies(conn: http.client.HTTPConnection, path: str, count: int) -> list[float]:
@@ -122,8 +118,7 @@ def run(s: Session, web: Web) -> list[Row]:
     labels = {
         "list": "`GET /api/models` first page, p95",
         "search": f"`GET /api/models?q={SEARCH}` (prefix, {matches:,} matches), p95",
-        "dashboard": "`GET /` first page, p95"
-        + (" (placeholder page)" if placeholder else ""),
+        "dashboard": "`GET /` first page, p95" + (" (placeholder page)" if placeholder else ""),
     }
     name = f"Registry scale ({MODELS:,} models)"
     rows = []

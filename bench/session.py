@@ -52,16 +52,10 @@ class Session:
         database.empty_tables(self.cfg.database_url)
 
     # -- the API, as a client sees it ----------------------------------------------------------------
-    def call(
-        self, web: Web, method: str, path: str, body: Any = None, ok=(200, 201)
-    ) -> Any:
-        response = self.http.request(
-            method, f"{web.base}{path}", json=body, timeout=120
-        )
+    def call(self, web: Web, method: str, path: str, body: Any = None, ok=(200, 201)) -> Any:
+        response = self.http.request(method, f"{web.base}{path}", json=body, timeout=120)
         if response.status_code not in ok:
-            raise BenchError(
-                f"{method} {path}: {response.status_code} {response.text[:300]}"
-            )
+            raise BenchError(f"{method} {path}: {response.status_code} {response.text[:300]}")
         return response.json()
 
     def register(self, web: Web, **fields) -> int:
@@ -75,12 +69,8 @@ class Session:
         name = containers.model_container(model_id)
         while True:
             status = self.call(web, "GET", f"/api/models/{model_id}")["status"]
-            if status == "stopped" and not self.dc.containers.list(
-                all=True, filters={"name": f"^/{name}$"}
-            ):
+            if status == "stopped" and not self.dc.containers.list(all=True, filters={"name": f"^/{name}$"}):
                 return
             if time.monotonic() > deadline:
-                raise BenchError(
-                    f"model {model_id} did not stop within {timeout} s (status {status})"
-                )
+                raise BenchError(f"model {model_id} did not stop within {timeout} s (status {status})")
             time.sleep(0.05)

@@ -86,9 +86,7 @@ def measure(
 
 def _checked(result: WrkResult, url: str, c: int) -> WrkResult:
     if result.errors or result.non2xx:
-        raise BenchError(
-            f"{url} at c={c}: {result.errors} socket errors, {result.non2xx} non-2xx answers"
-        )
+        raise BenchError(f"{url} at c={c}: {result.errors} socket errors, {result.non2xx} non-2xx answers")
     return result
 
 
@@ -124,9 +122,7 @@ def rows(results: dict[int, list[Pair]], label: str = "Warm path") -> list[Row]:
                 f"{median(fraction):.0%} ({median([p.service.rps for p in pairs]):,.0f} req/s)",
                 f"{min(fraction):.0%}..{max(fraction):.0%}",
                 f"direct {median([p.direct.rps for p in pairs]):,.0f} req/s",
-                *_target(
-                    c == THROUGHPUT_C, median(fraction) >= TARGET_FRACTION, "≥ 50%"
-                ),
+                *_target(c == THROUGHPUT_C, median(fraction) >= TARGET_FRACTION, "≥ 50%"),
             ),
         ]
     cpu = [p.cpu_s for pairs in results.values() for p in pairs]

@@ -37,9 +37,7 @@ def wrk_version() -> str:
 def run_wrk(url: str, connections: int, seconds: int) -> WrkResult:
     """Closed-loop load: `connections` keep-alive connections, each sending as fast as answered."""
     if shutil.which("wrk") is None:
-        raise BenchError(
-            "wrk is missing (apt-get install -y wrk; scripts/bench.sh does it)"
-        )
+        raise BenchError("wrk is missing (apt-get install -y wrk; scripts/bench.sh does it)")
     threads = min(connections, 2)
     args = [
         "wrk",
@@ -56,13 +54,9 @@ def run_wrk(url: str, connections: int, seconds: int) -> WrkResult:
         url,
     ]
     out = subprocess.run(args, capture_output=True, text=True, timeout=seconds + 30)
-    line = next(
-        (ln for ln in out.stdout.splitlines() if ln.startswith("BENCH_JSON ")), None
-    )
+    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("BENCH_JSON ")), None)
     if out.returncode != 0 or line is None:
-        raise BenchError(
-            f"wrk failed ({out.returncode}): {out.stderr.strip() or out.stdout.strip()}"
-        )
+        raise BenchError(f"wrk failed ({out.returncode}): {out.stderr.strip() or out.stdout.strip()}")
     data = json.loads(line.split(" ", 1)[1])
     return WrkResult(
         requests=data["requests"],

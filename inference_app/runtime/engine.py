@@ -10,10 +10,9 @@ import logging
 import threading
 from dataclasses import dataclass, field
 
+import docker
 import docker.errors
 import requests.exceptions
-
-import docker
 
 from ..config import Settings
 from ..errors import ContainerFailed, EngineUnavailable, ImageMissing

@@ -15,9 +15,7 @@ MAX_BODY = 1 << 20
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: every response has a Content-Length
-    disable_nagle_algorithm = (
-        True  # small answers leave at once, not after a delayed ACK
-    )
+    disable_nagle_algorithm = True  # small answers leave at once, not after a delayed ACK
 
     def do_GET(self):
         if self.path.split("?", 1)[0] in ("/health", "/v2/health/ready", "/ping"):
@@ -32,9 +30,7 @@ class Handler(BaseHTTPRequestHandler):
             self._answer(413, b'{"error": "too large"}', "application/json")
             return
         body = self.rfile.read(length) if length else b""
-        self._answer(
-            200, body, self.headers.get("Content-Type") or "application/octet-stream"
-        )
+        self._answer(200, body, self.headers.get("Content-Type") or "application/octet-stream")
 
     def _answer(self, status: int, body: bytes, content_type: str) -> None:
         self.send_response_only(status)
@@ -53,9 +49,7 @@ class Server(ThreadingHTTPServer):
 
 
 def main() -> None:
-    signal.signal(
-        signal.SIGTERM, lambda *_: sys.exit(0)
-    )  # PID 1 ignores SIGTERM unless handled
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # PID 1 ignores SIGTERM unless handled
     server = Server(("0.0.0.0", int(os.environ.get("PORT", "8080"))), Handler)
     server.serve_forever()
 
