@@ -11,12 +11,12 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
+import docker
 import docker.errors
 import pytest
 import requests
 from conftest import INSTANCE
 
-import docker
 from inference_app.runtime import labels
 
 ROOT = Path(__file__).resolve().parent.parent

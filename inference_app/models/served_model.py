@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Float, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, Float, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ..extensions import db
@@ -17,6 +17,9 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+_LIVE = text("deleted_at IS NULL")
+
+
 class ServedModel(db.Model):
     __tablename__ = "models"
     __table_args__ = (
@@ -24,6 +27,8 @@ class ServedModel(db.Model):
         Index("ix_models_status", "status"),
         Index("ix_models_user_id", "user_id", "id"),
         Index("ix_models_model_name", "model_name", "id"),
+        # the models not deleted, for an index-only count of every list (migration 0005)
+        Index("ix_models_live", "id", postgresql_where=_LIVE, sqlite_where=_LIVE),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

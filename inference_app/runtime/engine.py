@@ -10,10 +10,9 @@ import logging
 import threading
 from dataclasses import dataclass, field
 
+import docker
 import docker.errors
 import requests.exceptions
-
-import docker
 
 from ..config import Settings
 from ..errors import ContainerFailed, EngineUnavailable, ImageMissing
@@ -125,14 +124,12 @@ class DockerEngine:
     def create_and_start(self, spec: ContainerSpec) -> ContainerInfo:
         """Create and start the model's container from a local image; never pulls."""
         name = self.name_for(spec.model_id)
-        try:
-            self._call(self.client.images.get, spec.image)
+        try:  # create never pulls: a missing image is its 404 (no separate image lookup first)
+            container = self._call(self.client.containers.create, **self._create_kwargs(spec, name))
         except docker.errors.ImageNotFound:
             raise ImageMissing(
                 f"image {spec.image} not found on this Docker host (images are never pulled; build or load it first)"
             ) from None
-        try:
-            container = self._call(self.client.containers.create, **self._create_kwargs(spec, name))
         except docker.errors.APIError as exc:
             if exc.status_code != 409:
                 raise ContainerFailed(f"Docker refused to create the container: {_short(exc)}") from exc

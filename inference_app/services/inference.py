@@ -100,6 +100,7 @@ def _infer_entered(model: ServedModel, body: bytes, headers, request_id: str, qu
         cold = cold or readiness.cold
         waited += readiness.waited_s
         predict_path = model.predict_path
+        model_id, version = model.id, model.version  # read before the commit expires them
         db.session.commit()  # no transaction stays open while the model computes
         try:
             upstream = forward(
@@ -113,9 +114,9 @@ def _infer_entered(model: ServedModel, body: bytes, headers, request_id: str, qu
                 query,
             )
         except ModelUnreachable:
-            if attempt == 2 or not lifecycle.report_unreachable(model.id, readiness.endpoint):
+            if attempt == 2 or not lifecycle.report_unreachable(model_id, readiness.endpoint):
                 raise
-            logger.info("model %s was gone; starting it again for request %s", model.id, request_id)
+            logger.info("model %s was gone; starting it again for request %s", model_id, request_id)
             db.session.refresh(model)
             continue
         return InferenceResult(
@@ -125,7 +126,7 @@ def _infer_entered(model: ServedModel, body: bytes, headers, request_id: str, qu
             stream=upstream.stream,
             cold=cold,
             waited_s=waited,
-            model_id=model.id,
-            version=model.version,
+            model_id=model_id,
+            version=version,
         )
     raise AssertionError("unreachable")

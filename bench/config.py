@@ -1,0 +1,48 @@
+"""What the benchmark run needs to know: where PostgreSQL and Kafka are, names, repetitions."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+FAST_ECHO = "inference-bench/fast-echo:1"
+IRIS = "inference-examples/iris:1"
+INSTANCE = "bench"
+PREFIX = "bench"
+DATABASE = "inference_bench"
+
+
+class BenchError(RuntimeError):
+    """The benchmark cannot go on (a service did not come up, a request failed)."""
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    database_url: str
+    kafka_bootstrap: str
+    reps: int
+    artifacts: Path
+
+    @classmethod
+    def from_env(cls, reps: int) -> BenchConfig:
+        server = os.environ.get("BENCH_DATABASE_SERVER") or _server_of(os.environ.get("DATABASE_URL", ""))
+        if not server:
+            raise BenchError("set DATABASE_URL (scripts/bench.sh does it with scripts/provision.sh)")
+        kafka = os.environ.get("BENCH_KAFKA_BOOTSTRAP_SERVERS", "")
+        if not kafka:
+            raise BenchError("set BENCH_KAFKA_BOOTSTRAP_SERVERS (scripts/bench.sh does it with scripts/kafka.sh)")
+        artifacts = ROOT / "test-artifacts" / "bench"
+        artifacts.mkdir(parents=True, exist_ok=True)
+        return cls(
+            database_url=f"{server}/{DATABASE}",
+            kafka_bootstrap=kafka,
+            reps=reps,
+            artifacts=artifacts,
+        )
+
+
+def _server_of(url: str) -> str:
+    """postgresql+psycopg2://user@host:port/dbname -> postgresql+psycopg2://user@host:port"""
+    return url.rsplit("/", 1)[0] if url.startswith("postgresql") and url.count("/") >= 3 else ""
