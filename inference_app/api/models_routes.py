@@ -75,7 +75,7 @@ def start_model(model_id: int):
 def infer(model_id: int):
     principal = caller()
     context().rate_limiter.check(principal.name if principal.token_id is None else f"token:{principal.token_id}")
-    model = registry.model_for_inference(model_id, request.args.get("version") or None, visible_to=principal)
+    model = inference.resolve(model_id, request.args.get("version") or None, principal)
     request_id = g.request_id
     body = request.get_data(cache=False)
     query = urlencode([(k, v) for k, v in request.args.items(multi=True) if k != "version"])

@@ -13,6 +13,7 @@ from ..errors import InvalidInput, ServiceError
 from ..extensions import db
 from ..models import ServedModel
 from ..services import inference, registry
+from ..services.model_view import ModelView
 from . import bp
 from .formatting import pretty_json
 from .htmx import page_or_partial, wants_partial
@@ -65,7 +66,7 @@ def _ask(model: ServedModel, text: str) -> Answer:
     request_id = inference.request_id_from(None)
     began = time.monotonic()
     result = inference.infer(
-        model, body, {"Content-Type": "application/json", "Accept": "application/json"}, request_id
+        ModelView.of(model), body, {"Content-Type": "application/json", "Accept": "application/json"}, request_id
     )
     raw, truncated = _read(result)
     latency_ms = (time.monotonic() - began) * 1000

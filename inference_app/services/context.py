@@ -14,6 +14,7 @@ from ..extensions import db
 from ..runtime.engine import DockerEngine
 from .activity import Activity, SharedActivity
 from .flights import Flights
+from .model_view import RunningModels
 from .rate_limit import RateLimiter
 
 EXTENSION = "inference"
@@ -28,6 +29,7 @@ class InferenceContext:
     ledger: Activity = field(default_factory=Activity)
     flights: Flights = field(default_factory=lambda: Flights(500))
     rate_limiter: RateLimiter = field(default_factory=lambda: RateLimiter(0))
+    running_models: RunningModels = field(default_factory=RunningModels)
     _http: urllib3.PoolManager | None = None
     _http_pid: int = 0
 

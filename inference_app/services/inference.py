@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from ..errors import ModelUnreachable, QueueFull
 from ..extensions import db
 from ..metrics import INFERENCE_LATENCY, INFERENCE_REQUESTS
-from ..models import ServedModel
-from . import lifecycle
+from . import lifecycle, registry
+from .auth import Principal
 from .context import context
 from .forwarding import forward
+from .model_view import ModelView
 
 logger = logging.getLogger(__name__)
 
@@ -42,13 +43,30 @@ class InferenceResult:
     version: str
 
 
+def resolve(model_id: int, version: str | None, caller: Principal | None) -> ModelView:
+    """The model version an inference goes to (registry.model_for_inference), cached while running."""
+    scope = None if caller is None or caller.is_admin else caller.user_id
+    key = (model_id, version, scope)
+    running = context().running_models
+    view = running.get(key)
+    if view is None:
+        view = ModelView.of(registry.model_for_inference(model_id, version, visible_to=caller))
+        running.put(key, view)
+    return view
+
+
+def fresh_view(model_id: int) -> ModelView:
+    context().running_models.forget(model_id)
+    return ModelView.of(registry.get_model(model_id, fresh=True))
+
+
 def infer(
-    model: ServedModel, body: bytes, headers: Mapping[str, str], request_id: str, query: str = ""
+    model: ModelView, body: bytes, headers: Mapping[str, str], request_id: str, query: str = ""
 ) -> InferenceResult:
     """Forward one inference request, starting the model's container first if needed."""
     model_id = model.id
     began = time.monotonic()
-    _enter(model)
+    model = _enter(model)
     try:
         result = _infer_entered(model, body, headers, request_id, query)
     except BaseException as exc:
@@ -61,7 +79,7 @@ def infer(
     return result
 
 
-def _enter(model: ServedModel) -> None:
+def _enter(model: ModelView) -> ModelView:
     """Count the request in; while a stopper holds the model, wait for the stop to finish."""
     ctx = context()
     deadline = time.monotonic() + ctx.settings.queue_timeout_seconds
@@ -71,8 +89,7 @@ def _enter(model: ServedModel) -> None:
             raise QueueFull("the model is being stopped; try again", retry_after=2)
         waited = True
         time.sleep(STOP_WAIT_POLL)
-    if waited:
-        db.session.refresh(model)  # it was stopped while we waited
+    return fresh_view(model.id) if waited else model  # it was stopped while we waited
 
 
 def _leave(model_id: int, began: float, status: int, cold: bool, activity=None) -> None:
@@ -91,7 +108,7 @@ def _leave_after(stream: Iterator[bytes], model_id: int, began: float, status: i
         _leave(model_id, began, status, cold, activity)
 
 
-def _infer_entered(model: ServedModel, body: bytes, headers, request_id: str, query: str) -> InferenceResult:
+def _infer_entered(model: ModelView, body: bytes, headers, request_id: str, query: str) -> InferenceResult:
     ctx = context()
     cold = False
     waited = 0.0
@@ -99,9 +116,9 @@ def _infer_entered(model: ServedModel, body: bytes, headers, request_id: str, qu
         readiness = lifecycle.ensure_ready(model)
         cold = cold or readiness.cold
         waited += readiness.waited_s
-        predict_path = model.predict_path
-        model_id, version = model.id, model.version  # read before the commit expires them
-        db.session.commit()  # no transaction stays open while the model computes
+        predict_path, model_id, version = model.predict_path, model.id, model.version
+        if db.session().in_transaction():
+            db.session.commit()  # no transaction stays open while the model computes
         try:
             upstream = forward(
                 ctx.http,
@@ -117,7 +134,7 @@ def _infer_entered(model: ServedModel, body: bytes, headers, request_id: str, qu
             if attempt == 2 or not lifecycle.report_unreachable(model_id, readiness.endpoint):
                 raise
             logger.info("model %s was gone; starting it again for request %s", model_id, request_id)
-            db.session.refresh(model)
+            model = fresh_view(model_id)
             continue
         return InferenceResult(
             status=upstream.status,

@@ -283,6 +283,7 @@ def stop(model_id: int, kind: str = EventKind.STOPPED, detail: str | None = None
             model.move_to(Status.STOPPING, now)
             model.lease_owner = ctx.owner
             model.lease_expires_at = now + timedelta(seconds=ctx.settings.stop_timeout_seconds) + LEASE_GRACE
+    ctx.running_models.forget(model_id)
     if not needs_stop:
         ctx.engine.remove(ctx.engine.name_for(model_id))  # a stray container left by a crash
         return db.session.get(ServedModel, model_id)
@@ -292,6 +293,7 @@ def stop(model_id: int, kind: str = EventKind.STOPPED, detail: str | None = None
 def _finish_stop(model_id: int, kind: str, detail: str | None = None, release: bool = False) -> ServedModel:
     """Remove the container of a model already moved to STOPPING by us, then mark it stopped."""
     ctx = context()
+    ctx.running_models.forget(model_id)
     try:
         ctx.engine.remove(ctx.engine.name_for(model_id))
         with claim_transaction():
@@ -313,6 +315,7 @@ def report_unreachable(model_id: int, endpoint: Endpoint) -> bool:
     Returns True when the model was found gone (so the caller may start it again).
     """
     ctx = context()
+    ctx.running_models.forget(model_id)
     info = ctx.engine.inspect(endpoint.container_id)
     if info is not None and info.running:
         return False

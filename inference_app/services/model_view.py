@@ -1,0 +1,78 @@
+"""What an inference needs to know about a model, as a plain snapshot, and a short-lived cache of it.
+
+A warm inference then touches no database at all: the snapshot of a running model is kept
+for CACHE_SECONDS per process. Staleness is safe: a stop in this process forgets the entry,
+and a stop elsewhere shows up as a refused connection, which the inference path answers by
+re-reading the model and starting it again (services.inference).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+from ..models import ServedModel, Status
+
+CACHE_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class ModelView:
+    id: int
+    user_id: str
+    model_name: str
+    version: str
+    status: str
+    predict_path: str
+    host_port: int | None
+    container_host: str | None
+    container_id: str | None
+
+    @property
+    def state(self) -> Status:
+        return Status(self.status)
+
+    @classmethod
+    def of(cls, model: ServedModel) -> ModelView:
+        return cls(
+            id=model.id,
+            user_id=model.user_id,
+            model_name=model.model_name,
+            version=model.version,
+            status=model.status,
+            predict_path=model.predict_path,
+            host_port=model.host_port,
+            container_host=model.container_host,
+            container_id=model.container_id,
+        )
+
+
+class RunningModels:
+    """Snapshots of running models by (model id, version asked for, caller scope)."""
+
+    def __init__(self, ttl: float = CACHE_SECONDS):
+        self.ttl = ttl
+        self._lock = threading.Lock()
+        self._entries: dict[tuple, tuple[float, ModelView]] = {}
+
+    def get(self, key: tuple) -> ModelView | None:
+        with self._lock:
+            hit = self._entries.get(key)
+        if hit is None or time.monotonic() - hit[0] > self.ttl:
+            return None
+        return hit[1]
+
+    def put(self, key: tuple, view: ModelView) -> None:
+        if view.state is not Status.RUNNING:
+            return
+        with self._lock:
+            if len(self._entries) > 50_000:
+                self._entries.clear()
+            self._entries[key] = (time.monotonic(), view)
+
+    def forget(self, model_id: int) -> None:
+        """Drop every entry that resolves to, or was asked as, this model."""
+        with self._lock:
+            for key in [k for k, (_, v) in self._entries.items() if v.id == model_id or k[0] == model_id]:
+                del self._entries[key]
