@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
-from conftest import ECHO, SLOW, built_app, created_since, managed_containers
+from conftest import ECHO, IRIS, SLOW, built_app, created_since, managed_containers
 from service_process import Processes, service_env
 
 
@@ -34,19 +34,20 @@ def register(base, **fields):
 
 def test_herd_of_200_first_requests_across_4_workers_starts_one_container(fresh_db, docker_client, procs, tmp_path):
     web, base = procs.web(service_env(web_concurrency=4, gunicorn_threads=64))
-    model = register(base)
+    # the example model: a threaded Python server with keep-alive, as real model servers are
+    model = register(base, model_name="iris", image=IRIS, memory="256m")
     since = time.time()
-    session = requests.Session()
-    session.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=200))
 
     def call(i):
-        return requests.post(f"{base}/api/models/{model['id']}/infer", json={"i": i}, timeout=120)
+        flower = [5.1, 3.5, 1.4, 0.2] if i % 2 else [6.7, 3.1, 4.7, 1.5]
+        return requests.post(f"{base}/api/models/{model['id']}/infer", json={"instances": [flower]}, timeout=120)
 
     with ThreadPoolExecutor(200) as pool:
         responses = list(pool.map(call, range(200)))
     codes = [r.status_code for r in responses]
     assert codes == [200] * 200, {c: codes.count(c) for c in set(codes)}
-    assert sorted(r.json()["echo"]["i"] for r in responses) == list(range(200))
+    answers = [r.json()["predictions"] for r in responses]
+    assert answers == [["setosa"] if i % 2 else ["versicolor"] for i in range(200)]
     assert created_since(docker_client, since, model["id"]) == 1
     assert len(managed_containers(docker_client, model["id"])) == 1
 
