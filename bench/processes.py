@@ -38,6 +38,8 @@ def service_env(database_url: str, **overrides) -> dict[str, str]:
             "FLASK_APP": "wsgi",
             "EXAMPLE_MODEL": "false",
             "SECRET_KEY": _SECRET,
+            # the per-caller inference limit would answer the load generators with 429
+            "RATE_LIMIT_PER_MINUTE": "0",
         }
     )
     env.update({k.upper(): str(v) for k, v in overrides.items()})

@@ -18,7 +18,11 @@ from .processes import Process, Web, service_env, start_worker
 class Session:
     cfg: BenchConfig
     dc: docker.DockerClient
-    notes: list[str] = field(default_factory=list)
+    notes: list[str] = field(
+        default_factory=lambda: [
+            "The service ran with RATE_LIMIT_PER_MINUTE=0: its per-caller limit would answer load with 429."
+        ]
+    )
     overrides: dict[str, str] = field(default_factory=dict)
     http: requests.Session = field(default_factory=requests.Session)
 
