@@ -6,7 +6,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from conftest import ECHO, built_app
+from conftest import ECHO, built_app, managed_containers
 from kafka_support import create_topics, fresh_topics, producer, require_kafka, send, wait_for
 from sqlalchemy import func, select
 
@@ -189,9 +189,7 @@ def test_deleted_event_stops_the_container_and_hides_the_model(kafka_app, listen
 
         reconcile()
         assert db.session.get(ServedModel, model["id"]).status == "stopped"
-    assert (
-        docker_client.containers.list(all=True, filters={"label": f"io.inference-service.model-id={model['id']}"}) == []
-    )
+    assert managed_containers(docker_client, model["id"]) == []
 
 
 def test_broker_restart_mid_stream_loses_nothing(kafka_app, listener):
