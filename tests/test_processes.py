@@ -230,7 +230,9 @@ def test_docker_engine_down_gives_503_and_service_recovers_without_restart(fresh
         ready = requests.get(f"{base}/readyz", timeout=10)
         assert ready.status_code == 503 and "Docker engine unreachable" in ready.json()["checks"]["docker"]["reason"]
     finally:
-        subprocess.run(["bash", "scripts/docker-engine.sh"], check=True)
+        # the local engine, started again (DOCKER_HOST from provisioning would only be checked)
+        local = {k: v for k, v in os.environ.items() if k != "DOCKER_HOST"}
+        subprocess.run(["bash", "scripts/docker-engine.sh"], check=True, env=local)
     back = requests.post(f"{base}/api/models/{model['id']}/infer", json={"back": True}, timeout=60)
     assert back.status_code == 200 and back.json()["echo"] == {"back": True}
     assert requests.get(f"{base}/readyz", timeout=10).status_code == 200
