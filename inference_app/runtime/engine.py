@@ -249,10 +249,14 @@ class DockerEngine:
 
     def list_managed(self) -> list[ContainerInfo]:
         """Every container carrying this instance's labels, running or not."""
-        found = self._call(
-            self.client.containers.list, all=True, filters=labels.managed_filter(self.settings.instance_name)
+        listed = self._call(
+            self.client.containers.list,
+            all=True,
+            sparse=True,  # then inspected one by one: a container removed meanwhile is skipped, not an error
+            filters=labels.managed_filter(self.settings.instance_name),
         )
-        return [self._info(c) for c in found]
+        found = (self.inspect(c.id) for c in listed)
+        return [info for info in found if info is not None]
 
 
 def _short(exc: Exception) -> str:
