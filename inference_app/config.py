@@ -87,7 +87,6 @@ class Settings:
     log_level: str = "INFO"
     log_json: bool = False
     secret_key: str = ""
-    example_model: bool = True
     auth_disabled: bool = False
     image_allowlist: str = ""
     rate_limit_per_minute: int = 1200
@@ -187,7 +186,6 @@ _PARSERS = {
     "run_background": lambda n, r: parse_choice(n, r, ("auto", "web", "worker")),
     "log_level": lambda n, r: parse_choice(n, r, ("debug", "info", "warning", "error")).upper(),
     "log_json": parse_bool,
-    "example_model": parse_bool,
     "auth_disabled": parse_bool,
     "rate_limit_per_minute": _int(0),
     "kafka_max_event_bytes": _int(256, 16 * 1024 * 1024),

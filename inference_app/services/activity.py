@@ -91,10 +91,6 @@ class Activity:
         with self._lock:
             return self._in_flight.get(model_id, 0)
 
-    def total_in_flight(self) -> int:
-        with self._lock:
-            return sum(self._in_flight.values())
-
     # -- stoppers ------------------------------------------------------------------------------
     def try_hold(self, model_id: int) -> bool:
         """Claim a model for stopping; False while any request for it is in flight anywhere.

@@ -47,7 +47,3 @@ class Flights:
                 del self._flights[model_id]
         flight.result, flight.error = result, error
         flight.done.set()
-
-    def waiting(self) -> int:
-        with self._lock:
-            return sum(f.members for f in self._flights.values())
