@@ -99,7 +99,7 @@ def built_app(docker_client, **overrides):
     try:
         yield app
     finally:
-        app.extensions["inference"].ledger.close()  # no late writes into the next test's tables
+        app.extensions["inference"].close()  # no late writes into the next test's tables
         _remove_containers(docker_client)
         with app.app_context():
             db.session.remove()

@@ -35,10 +35,10 @@ from service_process import free_port
 from sqlalchemy import URL, create_engine, make_url, text
 
 from inference_app import create_app
+from inference_app.coordination import dedicated_connection
 from inference_app.extensions import db
 from inference_app.runtime import labels
 from inference_app.schema import MIGRATION_LOCK_KEY
-from inference_app.services.activity import dedicated_connection
 
 HEAD = ScriptDirectory(str(ROOT / "migrations")).get_current_head()
 ACTIVE = "this process is the active background runner"

@@ -12,8 +12,8 @@ import logging
 from dataclasses import dataclass, field
 
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 
+from ..coordination import insert_for
 from ..extensions import db
 from ..models import DeadLetter, IngestedEvent, utcnow
 from ..services import registry
@@ -138,7 +138,5 @@ def _letter(event: Rejected) -> dict:
 def _insert_ignoring_repeats(model, rows: list[dict]) -> None:
     if not rows:
         return
-    insert = postgresql.insert if db.engine.dialect.name == "postgresql" else sqlite.insert
-    table = model.__table__
-    statement = insert(table).on_conflict_do_nothing()  # a position or event_id already recorded
+    statement = insert_for(model.__table__).on_conflict_do_nothing()  # a position or event_id already recorded
     db.session.execute(statement, rows)

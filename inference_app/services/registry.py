@@ -10,14 +10,15 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, bindparam, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import aliased
 
 from ..config import Settings
+from ..coordination import insert_for
 from ..errors import InvalidInput, ModelNotFound
 from ..extensions import db
 from ..models import ServedModel, Status, utcnow
 from .auth import Principal
+from .lifecycle.transitions import NEW_MODEL
 from .validation import Registration, safe_name, validate_registration
 
 logger = logging.getLogger(__name__)
@@ -89,10 +90,9 @@ def upsert_registrations(items: Iterable[Versioned]) -> dict[Identity, tuple[int
     now = utcnow()
     table = ServedModel.__table__
     rows = [_row(item, now) for item in newest.values()]
-    insert = postgresql.insert if db.engine.dialect.name == "postgresql" else sqlite.insert
     # The rows go as executemany parameters of one cached statement (SQLAlchemy batches them
     # as multi-row VALUES itself); .values(rows) compiled a new 2,000-row statement per batch.
-    statement = insert(table)
+    statement = insert_for(table)
     excluded = statement.excluded
     updated = {
         name: excluded[name]
@@ -164,9 +164,8 @@ def _row(item: Versioned, now: datetime) -> dict[str, Any]:
         "metadata": reg.metadata,
         "created_at": now,
         "updated_at": now,
-        "status": Status.STOPPED.value,
+        **NEW_MODEL,
         "status_changed_at": now,
-        "keep_warm": False,
         "deleted_at": None,
         "event_occurred_at": item.occurred_at,
     }

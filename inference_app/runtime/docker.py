@@ -1,71 +1,28 @@
-"""The Docker wrapper: create, start, inspect, stop and find model containers.
+"""The Docker runtime: model instances are containers on one Docker engine.
 
 One client per process, every operation idempotent: a 404 on stop means already gone,
-a 409 on create means the container is already there and is adopted or replaced.
+a 409 on create means the container is already there and is replaced. Containers are
+found again by deterministic name and namespaced labels.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
-from dataclasses import dataclass, field
 
 import docker
 import docker.errors
 import requests.exceptions
+import urllib3
 
 from ..config import Settings
 from ..errors import ContainerFailed, EngineUnavailable, ImageMissing
 from . import labels
+from .base import Endpoint, Instance, InstanceSpec, Limits, Runtime
+from .readiness import poll_ready
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ContainerSpec:
-    """What a model's container needs; built from the registry by the lifecycle service."""
-
-    model_id: int
-    user_id: str
-    version: str
-    image: str
-    port: int
-    env: dict[str, str] = field(default_factory=dict)
-    memory_bytes: int = 512 * 1024 * 1024
-    nano_cpus: int = 1_000_000_000
-    pids_limit: int = 256
-    read_only: bool = False
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """Where a running model answers."""
-
-    host: str
-    port: int
-    container_id: str
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-
-@dataclass(frozen=True)
-class ContainerInfo:
-    container_id: str
-    name: str
-    model_id: int | None
-    version: str | None
-    status: str  # docker's: created, running, exited, ...
-    exit_code: int | None
-    endpoint: Endpoint | None
-    started_at: str | None
-    image: str
-    attrs: dict
-
-    @property
-    def running(self) -> bool:
-        return self.status == "running"
 
 
 def _engine_errors(exc: Exception) -> bool:
@@ -74,14 +31,18 @@ def _engine_errors(exc: Exception) -> bool:
     )
 
 
-class DockerEngine:
+class DockerRuntime(Runtime):
     """A process-wide handle to the Docker engine; thread-safe, created lazily after fork."""
+
+    name = "docker"
 
     def __init__(self, settings: Settings):
         self.settings = settings
         self._client: docker.DockerClient | None = None
         self._lock = threading.Lock()
         self._calls = threading.BoundedSemaphore(8)
+        self._http: urllib3.PoolManager | None = None
+        self._http_pid = 0
 
     # -- plumbing -----------------------------------------------------------------------------
     @property
@@ -100,14 +61,18 @@ class DockerEngine:
                         raise EngineUnavailable(f"Docker engine unreachable: {_short(exc)}", retry_after=5) from exc
         return self._client
 
+    @property
+    def health_http(self) -> urllib3.PoolManager:
+        """Connections for health checks, one pool per process."""
+        if self._http is None or self._http_pid != os.getpid():
+            self._http = urllib3.PoolManager(num_pools=64, maxsize=4, block=False, retries=False)
+            self._http_pid = os.getpid()
+        return self._http
+
     def _call(self, fn, *args, **kwargs):
         with self._calls:
             try:
                 return fn(*args, **kwargs)
-            except docker.errors.NotFound:
-                raise
-            except docker.errors.APIError:
-                raise
             except Exception as exc:
                 if _engine_errors(exc):
                     raise EngineUnavailable(f"Docker engine unreachable: {_short(exc)}", retry_after=5) from exc
@@ -117,13 +82,13 @@ class DockerEngine:
         """Raise EngineUnavailable unless the engine answers."""
         self._call(self.client.ping)
 
-    def name_for(self, model_id: int) -> str:
-        return labels.container_name(self.settings.container_prefix, self.settings.instance_name, model_id)
+    def name_for(self, model_id: int, replica: int = 0) -> str:
+        return labels.container_name(self.settings.container_prefix, self.settings.instance_name, model_id, replica)
 
     # -- lifecycle ----------------------------------------------------------------------------
-    def create_and_start(self, spec: ContainerSpec) -> ContainerInfo:
+    def start(self, spec: InstanceSpec) -> Instance:
         """Create and start the model's container from a local image; never pulls."""
-        name = self.name_for(spec.model_id)
+        name = self.name_for(spec.model_id, spec.replica)
         try:  # create never pulls: a missing image is its 404 (no separate image lookup first)
             container = self._call(self.client.containers.create, **self._create_kwargs(spec, name))
         except docker.errors.ImageNotFound:
@@ -148,14 +113,19 @@ class DockerEngine:
             raise ContainerFailed("the container disappeared right after it was started")
         return info
 
-    def _create_kwargs(self, spec: ContainerSpec, name: str) -> dict:
+    def wait_ready(self, instance: Instance, health_path: str, deadline: float) -> Endpoint:
+        return poll_ready(self, self.health_http, instance, health_path, deadline)
+
+    def _create_kwargs(self, spec: InstanceSpec, name: str) -> dict:
         s = self.settings
         kwargs = dict(
             image=spec.image,
             name=name,
             detach=True,
             environment=dict(spec.env),
-            labels=labels.labels_for(s.instance_name, spec.model_id, spec.version, spec.user_id, spec.port),
+            labels=labels.labels_for(
+                s.instance_name, spec.model_id, spec.version, spec.user_id, spec.port, spec.replica
+            ),
             mem_limit=spec.memory_bytes,
             memswap_limit=spec.memory_bytes,
             nano_cpus=spec.nano_cpus,
@@ -175,30 +145,39 @@ class DockerEngine:
             kwargs["ports"] = {f"{spec.port}/tcp": (s.publish_host, None)}
         return kwargs
 
-    def inspect(self, name_or_id: str) -> ContainerInfo | None:
-        """Live facts about a container, or None when it does not exist."""
+    def inspect(self, instance_id: str) -> Instance | None:
+        """Live facts about a container (by id or name), or None when it does not exist."""
         try:
-            container = self._call(self.client.containers.get, name_or_id)
+            container = self._call(self.client.containers.get, instance_id)
         except docker.errors.NotFound:
             return None
-        return self._info(container)
+        return self._instance(container)
 
-    def _info(self, container) -> ContainerInfo:
+    def _instance(self, container) -> Instance:
         attrs = container.attrs
         state = attrs.get("State", {})
         lbl = attrs.get("Config", {}).get("Labels") or {}
-        model_id = lbl.get(labels.MODEL_ID)
-        return ContainerInfo(
-            container_id=container.id,
+        model_id = _digits(lbl.get(labels.MODEL_ID))
+        replica = _digits(lbl.get(labels.REPLICA)) or 0
+        if model_id is not None and container.name != self.name_for(model_id, replica):
+            model_id = None  # our labels but not our name: a stray, not an instance to keep
+        host = attrs.get("HostConfig") or {}
+        return Instance(
+            instance_id=container.id,
             name=container.name,
-            model_id=int(model_id) if model_id and model_id.isdigit() else None,
+            model_id=model_id,
+            replica=replica,
             version=lbl.get(labels.VERSION),
-            status=state.get("Status", "unknown"),
+            phase=state.get("Status", "unknown"),
             exit_code=state.get("ExitCode"),
             endpoint=self._endpoint(attrs, container.name) if state.get("Status") == "running" else None,
             started_at=state.get("StartedAt"),
             image=attrs.get("Config", {}).get("Image", ""),
-            attrs=attrs,
+            limits=Limits(
+                memory_bytes=host.get("Memory") or None,
+                cpus=host["NanoCpus"] / 1e9 if host.get("NanoCpus") else None,
+                pids_limit=host.get("PidsLimit") or None,
+            ),
         )
 
     def _endpoint(self, attrs: dict, name: str) -> Endpoint | None:
@@ -208,19 +187,19 @@ class DockerEngine:
             # the model's own port (the image may EXPOSE none, or several); older containers: the exposed one
             declared = (attrs.get("Config", {}).get("Labels") or {}).get(labels.PORT, "")
             port = int(declared) if declared.isdigit() else next((int(p.split("/")[0]) for p in exposed), None)
-            return Endpoint(host=name, port=port, container_id=attrs["Id"]) if port else None
+            return Endpoint(host=name, port=port, instance_id=attrs["Id"]) if port else None
         for bindings in (attrs.get("NetworkSettings", {}).get("Ports") or {}).values():
             if bindings:
                 host = bindings[0].get("HostIp") or s.publish_host
                 if host in ("0.0.0.0", "::", ""):
                     host = "127.0.0.1"
-                return Endpoint(host=host, port=int(bindings[0]["HostPort"]), container_id=attrs["Id"])
+                return Endpoint(host=host, port=int(bindings[0]["HostPort"]), instance_id=attrs["Id"])
         return None
 
-    def remove(self, name_or_id: str, timeout: int | None = None) -> bool:
+    def remove(self, instance_id: str, timeout: int | None = None) -> bool:
         """Stop and remove; True if a container was there. Already gone is not an error."""
         try:
-            container = self._call(self.client.containers.get, name_or_id)
+            container = self._call(self.client.containers.get, instance_id)
         except docker.errors.NotFound:
             return False
         try:
@@ -239,24 +218,28 @@ class DockerEngine:
                 raise
         return True
 
-    def logs_tail(self, name_or_id: str, lines: int = 20) -> str:
+    def logs(self, instance_id: str, lines: int = 20) -> str:
         try:
-            container = self._call(self.client.containers.get, name_or_id)
+            container = self._call(self.client.containers.get, instance_id)
             raw = self._call(container.logs, stdout=True, stderr=True, tail=lines)
         except docker.errors.NotFound:
             return ""
         return raw.decode("utf-8", errors="replace").strip()
 
-    def list_managed(self) -> list[ContainerInfo]:
-        """Every container carrying this instance's labels, running or not."""
+    def list_managed(self, model_id: int | None = None) -> list[Instance]:
+        """Every container carrying this service's labels (of one model, if given), running or not."""
         listed = self._call(
             self.client.containers.list,
             all=True,
             sparse=True,  # then inspected one by one: a container removed meanwhile is skipped, not an error
-            filters=labels.managed_filter(self.settings.instance_name),
+            filters=labels.managed_filter(self.settings.instance_name, model_id),
         )
         found = (self.inspect(c.id) for c in listed)
         return [info for info in found if info is not None]
+
+
+def _digits(value: str | None) -> int | None:
+    return int(value) if value and value.isdigit() else None
 
 
 def _short(exc: Exception) -> str:
