@@ -87,6 +87,11 @@ class NoCapacity(ServiceError):
     code = "no_capacity"
 
 
+class OwnerLimitReached(ServiceError):
+    status = 429
+    code = "owner_limit"
+
+
 class QueueFull(ServiceError):
     status = 503
     code = "queue_full"

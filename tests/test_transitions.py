@@ -19,7 +19,7 @@ from inference_app.services.lifecycle.decisions import Verdict, reconcile_verdic
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "inference_app"
 LIFECYCLE = PACKAGE / "services" / "lifecycle"
-STATE_FIELDS = {"status", "status_changed_at", "lease_owner", "lease_expires_at", "keep_warm"}
+STATE_FIELDS = {"status", "status_changed_at", "lease_owner", "lease_expires_at", "keep_warm", "pinned_by_admin"}
 
 # Every edge of the machine, written out again by hand: the table must say exactly this.
 EXPECTED_EDGES = {

@@ -59,7 +59,7 @@ def start_model(model_id: int):
         raise InvalidInput(f"unknown field {unknown[0]!r}; allowed: keep_warm", field=unknown[0][:64])
     wait = bool_arg("wait", True)
     model = registry.get_model(model_id, visible_to=caller())
-    readiness = lifecycle.request_start(model, wait=wait, keep_warm=keep_warm)
+    readiness = lifecycle.request_start(model, wait=wait, keep_warm=keep_warm, by_admin=caller().is_admin)
     model = registry.get_model(model_id, fresh=True)
     response = jsonify(model_to_dict(model, _idle_default()))
     if readiness is None:

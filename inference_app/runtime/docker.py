@@ -20,6 +20,7 @@ from ..config import Settings
 from ..errors import ContainerFailed, EngineUnavailable, ImageMissing
 from . import labels
 from .base import Endpoint, Instance, InstanceSpec, Limits, Runtime
+from .isolation import ModelsNetwork
 from .readiness import poll_ready
 
 logger = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ class DockerRuntime(Runtime):
         self._calls = threading.BoundedSemaphore(8)
         self._http: urllib3.PoolManager | None = None
         self._http_pid = 0
+        self._network = ModelsNetwork(settings.container_prefix, settings.instance_name)
 
     # -- plumbing -----------------------------------------------------------------------------
     @property
@@ -88,21 +90,7 @@ class DockerRuntime(Runtime):
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self, spec: InstanceSpec) -> Instance:
         """Create and start the model's container from a local image; never pulls."""
-        name = self.name_for(spec.model_id, spec.replica)
-        try:  # create never pulls: a missing image is its 404 (no separate image lookup first)
-            container = self._call(self.client.containers.create, **self._create_kwargs(spec, name))
-        except docker.errors.ImageNotFound:
-            raise ImageMissing(
-                f"image {spec.image} not found on this Docker host (images are never pulled; build or load it first)"
-            ) from None
-        except docker.errors.APIError as exc:
-            if exc.status_code != 409:
-                raise ContainerFailed(f"Docker refused to create the container: {_short(exc)}") from exc
-            # A container with our name is there already (a crash before removal, or another
-            # replica): a stale one is replaced, since its configuration may be out of date.
-            logger.info("container %s already exists; replacing it", name)
-            self.remove(name)
-            container = self._call(self.client.containers.create, **self._create_kwargs(spec, name))
+        container = self._create(spec, self.name_for(spec.model_id, spec.replica))
         try:
             self._call(container.start)
         except docker.errors.APIError as exc:
@@ -112,6 +100,25 @@ class DockerRuntime(Runtime):
         if info is None:
             raise ContainerFailed("the container disappeared right after it was started")
         return info
+
+    def _create(self, spec: InstanceSpec, name: str, again: bool = False):
+        try:  # create never pulls: a missing image is its 404 (no separate image lookup first)
+            return self._call(self.client.containers.create, **self._create_kwargs(spec, name))
+        except docker.errors.ImageNotFound:
+            raise ImageMissing(
+                f"image {spec.image} not found on this Docker host (images are never pulled; build or load it first)"
+            ) from None
+        except docker.errors.APIError as exc:
+            if exc.status_code == 404 and not again:  # our network was removed behind our back
+                self._network.forget()
+                return self._create(spec, name, again=True)
+            if exc.status_code == 409 and not again:
+                # A container with our name is there already (a crash before removal, or another
+                # replica): a stale one is replaced, since its configuration may be out of date.
+                logger.info("container %s already exists; replacing it", name)
+                self.remove(name)
+                return self._create(spec, name, again=True)
+            raise ContainerFailed(f"Docker refused to create the container: {_short(exc)}") from exc
 
     def wait_ready(self, instance: Instance, health_path: str, deadline: float) -> Endpoint:
         return poll_ready(self, self.health_http, instance, health_path, deadline)
@@ -136,12 +143,19 @@ class DockerRuntime(Runtime):
             read_only=spec.read_only,
             privileged=False,
             init=False,
+            log_config={
+                "type": "json-file",
+                "config": {"max-size": s.model_log_max_size, "max-file": str(s.model_log_max_files)},
+            },
         )
         if spec.read_only:
             kwargs["tmpfs"] = {"/tmp": "rw,noexec,nosuid,size=64m"}
+        if s.model_user:
+            kwargs["user"] = s.model_user
         if s.docker_network:
             kwargs["network"] = s.docker_network
         else:
+            kwargs["network"] = self._call(self._network.ensure, self.client)
             kwargs["ports"] = {f"{spec.port}/tcp": (s.publish_host, None)}
         return kwargs
 

@@ -13,7 +13,7 @@ from ..config import Settings
 from ..extensions import db
 from ..runtime import Runtime, make_runtime
 from .activity import Activity, SharedActivity
-from .flights import Flights
+from .flights import Flights, StartQueue
 from .model_view import RunningModels
 from .rate_limit import RateLimiter
 
@@ -28,6 +28,7 @@ class InferenceContext:
     runtime: Runtime
     _activity: Activity = field(default_factory=Activity)
     flights: Flights = field(default_factory=lambda: Flights(500))
+    starts: StartQueue = field(default_factory=StartQueue)
     rate_limiter: RateLimiter = field(default_factory=lambda: RateLimiter(0))
     running_models: RunningModels = field(default_factory=RunningModels)
     _http: urllib3.PoolManager | None = None

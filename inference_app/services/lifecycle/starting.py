@@ -13,21 +13,31 @@ import threading
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
 from ...coordination import is_lock_conflict, lifecycle_transaction
-from ...errors import Conflict, ContainerFailed, EngineUnavailable, NoCapacity, ServiceError, StartTimeout
+from ...errors import (
+    Conflict,
+    ContainerFailed,
+    EngineUnavailable,
+    NoCapacity,
+    OwnerLimitReached,
+    ServiceError,
+    StartTimeout,
+)
 from ...extensions import db
 from ...metrics import COLD_START, WAITERS
-from ...models import ACTIVE, EventKind, ServedModel, Status, utcnow
+from ...models import EventKind, ServedModel, Status, utcnow
 from ...runtime import Endpoint, InstanceSpec
 from ...runtime.readiness import backoff_delays
 from ...runtime.resources import parse_memory
 from ..context import context
 from . import eviction, transitions
+from .decisions import admit, owner_limit
 
 logger = logging.getLogger(__name__)
+
+CLAIM_WAIT = 2.0  # a wait=false start answers once its start is claimed, or after this many seconds
 
 
 @dataclass(frozen=True)
@@ -49,8 +59,11 @@ class _Claimed:
     victim_id: int | None
 
 
-def ensure_ready(model, claimed: threading.Event | None = None) -> Readiness:
-    """Return the model's endpoint, starting its instance first if it is not running."""
+def ensure_ready(model, claimed: threading.Event | None = None, beyond_owner_limit: bool = False) -> Readiness:
+    """Return the model's endpoint, starting its instance first if it is not running.
+
+    `beyond_owner_limit`: an administrator's start, which the per-owner limit does not hold back.
+    """
     endpoint = transitions.endpoint_of(model)
     if endpoint is not None:
         if claimed is not None:
@@ -74,7 +87,7 @@ def ensure_ready(model, claimed: threading.Event | None = None) -> Readiness:
                 raise flight.error
             return Readiness(flight.result, cold=True, waited_s=time.monotonic() - began)
         try:
-            endpoint = _bring_up(model_id, began, claimed)
+            endpoint = _bring_up(model_id, began, claimed, beyond_owner_limit)
         except BaseException as exc:
             ctx.flights.finish(model_id, flight, error=exc)
             raise
@@ -84,13 +97,31 @@ def ensure_ready(model, claimed: threading.Event | None = None) -> Readiness:
         WAITERS.dec()
 
 
-def _bring_up(model_id: int, began: float, claimed: threading.Event | None) -> Endpoint:
+def _no_capacity(reason: str, model_id: int) -> NoCapacity | OwnerLimitReached:
+    settings = context().settings
+    retry_after = max(1, int(settings.idle_check_interval_seconds))
+    if reason == "owner_limit":
+        owner = db.session.get(ServedModel, model_id).user_id
+        db.session.rollback()
+        limit = owner_limit(settings.max_running_containers, settings.max_running_per_owner)
+        return OwnerLimitReached(
+            f"owner {owner!r} already holds all {limit} of their container slots (MAX_RUNNING_PER_OWNER), "
+            "each kept warm or with requests in flight",
+            retry_after=retry_after,
+        )
+    return NoCapacity(
+        f"all {settings.max_running_containers} container slots are busy with requests in flight or kept warm",
+        retry_after=retry_after,
+    )
+
+
+def _bring_up(model_id: int, began: float, claimed: threading.Event | None, beyond_owner_limit: bool) -> Endpoint:
     settings = context().settings
     queue_deadline = began + settings.queue_timeout_seconds
     delays = backoff_delays(first=0.02, cap=0.25)
     while True:
         try:
-            decision = _claim_start(model_id)
+            decision = _claim_start(model_id, beyond_owner_limit)
         except OperationalError as exc:
             if not is_lock_conflict(exc):
                 raise
@@ -105,17 +136,14 @@ def _bring_up(model_id: int, began: float, claimed: threading.Event | None) -> E
             return _start_claimed(model_id)
         # Someone else is starting or stopping it, or there is no room yet: wait and look again.
         now = time.monotonic()
-        if decision.reason == "capacity" and now >= queue_deadline:
-            raise NoCapacity(
-                f"all {settings.max_running_containers} container slots are busy with requests in flight",
-                retry_after=max(1, int(settings.idle_check_interval_seconds)),
-            )
+        if decision.reason in ("capacity", "owner_limit") and now >= queue_deadline:
+            raise _no_capacity(decision.reason, model_id)
         if now >= queue_deadline + settings.start_timeout_seconds:
             raise StartTimeout(f"the model stayed '{decision.reason}' for too long", retry_after=5)
         time.sleep(next(delays))
 
 
-def _claim_start(model_id: int) -> Endpoint | _Wait | _Claimed:
+def _claim_start(model_id: int, beyond_owner_limit: bool) -> Endpoint | _Wait | _Claimed:
     """Under the lock: the endpoint if it runs, a reason to wait, or the claim (with a victim to evict)."""
     ctx = context()
     settings = ctx.settings
@@ -127,17 +155,14 @@ def _claim_start(model_id: int) -> Endpoint | _Wait | _Claimed:
             return endpoint
         if transitions.busy(model, now):
             return _Wait("starting" if model.state is Status.STARTING else "stopping")
+        cap = settings.max_running_containers
+        per_owner = owner_limit(cap, settings.max_running_per_owner)
+        admission = admit(model.user_id, eviction.slots(excluding=model_id), cap, per_owner, beyond_owner_limit)
         victim_id = None
-        active = db.session.scalar(
-            select(func.count())
-            .select_from(ServedModel)
-            .where(ServedModel.status.in_([s.value for s in ACTIVE]), ServedModel.id != model_id)
-        )
-        if active >= settings.max_running_containers:
-            victim = eviction.claim_victim(model_id, now)
-            if victim is None:
-                return _Wait("capacity")
-            victim_id = victim.id
+        if not admission.free:
+            victim_id = eviction.claim_victim(admission, model_id, now)
+            if victim_id is None:
+                return _Wait(admission.reason)
         transitions.claim(model, Status.STARTING, ctx.owner, settings.start_timeout_seconds, now)
         logger.info("starting model %s (%s)", model.id, model.image)
         return _Claimed(victim_id)
@@ -225,12 +250,16 @@ def _remove_quietly(model_id: int, instance_id: str | None = None) -> None:
         logger.warning("could not remove the instances of model %s: %s", model_id, exc.message)
 
 
-def request_start(model: ServedModel, wait: bool, keep_warm: bool) -> Readiness | None:
-    """Start a model: wait for it to be ready, or start it in the background and return at once."""
+def request_start(model: ServedModel, wait: bool, keep_warm: bool, by_admin: bool = False) -> Readiness | None:
+    """Start a model: wait for it to be ready, or queue its start and return once it is claimed.
+
+    `by_admin`: an administrator asked, so the per-owner limit does not hold the start back,
+    and a pin (keep_warm) is the administrator's.
+    """
     if wait:
-        readiness = ensure_ready(model)
+        readiness = ensure_ready(model, beyond_owner_limit=by_admin)
         if keep_warm:
-            set_keep_warm(model.id, True)
+            set_keep_warm(model.id, True, by_admin)
         return readiness
     from flask import current_app
 
@@ -238,25 +267,26 @@ def request_start(model: ServedModel, wait: bool, keep_warm: bool) -> Readiness 
     claimed = threading.Event()
     model_id = model.id
 
-    def run() -> None:
+    def start() -> None:
         with app.app_context():
             try:
                 fresh = db.session.get(ServedModel, model_id)
-                ensure_ready(fresh, claimed=claimed)
+                ensure_ready(fresh, claimed=claimed, beyond_owner_limit=by_admin)
                 if keep_warm:
-                    set_keep_warm(model_id, True)
+                    set_keep_warm(model_id, True, by_admin)
             except ServiceError as exc:
                 logger.info("background start of model %s failed: %s", model_id, exc.message.splitlines()[0])
             except Exception:
                 logger.exception("background start of model %s failed", model_id)
             finally:
                 claimed.set()
+                db.session.remove()
 
-    threading.Thread(target=run, name=f"start-model-{model_id}", daemon=True).start()
-    claimed.wait(timeout=5)
+    if context().starts.submit(model_id, start):
+        claimed.wait(timeout=CLAIM_WAIT)
     return None
 
 
-def set_keep_warm(model_id: int, keep_warm: bool) -> None:
+def set_keep_warm(model_id: int, keep_warm: bool, by_admin: bool = False) -> None:
     with lifecycle_transaction():
-        transitions.set_keep_warm(transitions.locked(model_id), keep_warm)
+        transitions.set_keep_warm(transitions.locked(model_id), keep_warm, by_admin)

@@ -28,7 +28,7 @@ TRANSITIONS: dict[Status, frozenset[Status]] = {
 }
 
 # A model as the registry first stores it.
-NEW_MODEL = {"status": Status.STOPPED.value, "keep_warm": False}
+NEW_MODEL = {"status": Status.STOPPED.value, "keep_warm": False, "pinned_by_admin": False}
 
 
 class IllegalTransition(RuntimeError):
@@ -55,6 +55,7 @@ def move(model: ServedModel, target: Status, now: datetime | None = None, error:
         model.lease_owner = None
         model.lease_expires_at = None
         model.keep_warm = False
+        model.pinned_by_admin = False
     if error is not None:
         model.last_error = error[:4000]
 
@@ -96,9 +97,11 @@ def place(model: ServedModel, endpoint: Endpoint, now: datetime, fresh_start: bo
     model.lease_expires_at = None
 
 
-def set_keep_warm(model: ServedModel, keep_warm: bool) -> None:
+def set_keep_warm(model: ServedModel, keep_warm: bool, by_admin: bool = False) -> None:
+    """Pin a starting or running model against idle stops and eviction (or unpin it)."""
     if model.state in (Status.STARTING, Status.RUNNING):
         model.keep_warm = keep_warm
+        model.pinned_by_admin = keep_warm and by_admin
 
 
 def endpoint_of(model) -> Endpoint | None:
