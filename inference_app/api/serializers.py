@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from ..models import DeadLetter, IngestedEvent, ModelEvent, ServedModel, Status
-from ..runtime.resources import format_memory
+from ..units import format_memory
 
 
 def iso(value: datetime | None) -> str | None:

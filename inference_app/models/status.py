@@ -17,7 +17,6 @@ class Status(str, enum.Enum):
 
 
 ACTIVE = (Status.STARTING, Status.RUNNING, Status.STOPPING)
-FINAL = (Status.STOPPED, Status.RUNNING, Status.FAILED)
 
 TRANSITIONS: dict[Status, frozenset[Status]] = {
     Status.STOPPED: frozenset({Status.STARTING, Status.RUNNING}),  # RUNNING: adopted by reconciliation

@@ -29,7 +29,7 @@ from ..metrics import COLD_START, WAITERS
 from ..models import ACTIVE, EventKind, ModelEvent, ServedModel, Status, utcnow
 from ..runtime.engine import ContainerSpec, Endpoint
 from ..runtime.readiness import backoff_delays, wait_ready
-from ..runtime.resources import parse_memory
+from ..units import parse_memory
 from .claims import claim_transaction, is_lock_conflict, lease_valid, locked_model
 from .context import context
 

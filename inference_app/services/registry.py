@@ -53,11 +53,9 @@ class Versioned:
         return reg.user_id, reg.model_name, reg.version
 
 
-def register_model(
-    data: Any, settings: Settings, keep_unknown: bool = False, principal: Principal | None = None
-) -> tuple[ServedModel, bool]:
+def register_model(data: Any, settings: Settings, principal: Principal | None = None) -> tuple[ServedModel, bool]:
     """Validate and upsert by user_id+model_name+version; returns (model, created)."""
-    reg = validate_registration(data, settings, keep_unknown=keep_unknown)
+    reg = validate_registration(data, settings)
     if principal is not None:
         principal.require_owner(reg.user_id)
     existed = _find(reg.user_id, reg.model_name, reg.version) is not None
