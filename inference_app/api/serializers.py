@@ -9,50 +9,17 @@ from typing import Any
 from ..models import DeadLetter, IngestedEvent, ModelEvent, ServedModel, Status
 from ..units import format_memory
 
-MODEL_FIELDS = (
-    "id",
-    "user_id",
-    "model_name",
-    "version",
-    "image",
-    "port",
-    "health_path",
-    "predict_path",
-    "env",
-    "memory",
-    "cpus",
-    "idle_timeout_seconds",
-    "metadata",
-    "created_at",
-    "updated_at",
-    "status",
-    "status_changed_at",
-    "last_error",
-    "host_port",
-    "container_id",
-    "started_at",
-    "last_used_at",
-    "keep_warm",
-    "idle_deadline",
-    "deleted",
+# Field names in the order a client sees them.
+MODEL_FIELDS = tuple(
+    "id user_id model_name version image port health_path predict_path env memory cpus idle_timeout_seconds"
+    " metadata created_at updated_at status status_changed_at last_error host_port container_id started_at"
+    " last_used_at keep_warm idle_deadline deleted".split()
 )
-EVENT_FIELDS = ("id", "model_id", "kind", "detail", "duration_ms", "at")
-INGESTED_FIELDS = (
-    "id",
-    "event_id",
-    "kind",
-    "outcome",
-    "user_id",
-    "model_name",
-    "version",
-    "model_id",
-    "topic",
-    "partition",
-    "offset",
-    "occurred_at",
-    "applied_at",
+EVENT_FIELDS = tuple("id model_id kind detail duration_ms at".split())
+INGESTED_FIELDS = tuple(
+    "id event_id kind outcome user_id model_name version model_id topic partition offset occurred_at applied_at".split()
 )
-DEAD_LETTER_FIELDS = ("id", "topic", "partition", "offset", "reason", "payload", "payload_bytes", "received_at")
+DEAD_LETTER_FIELDS = tuple("id topic partition offset reason payload payload_bytes received_at".split())
 
 
 def iso(value: datetime | None) -> str | None:
