@@ -17,7 +17,7 @@ from ..config import Settings
 from ..errors import InvalidInput, ModelNotFound
 from ..extensions import db
 from ..models import ServedModel, Status, utcnow
-from .auth import Principal
+from .auth import Principal, sees_everything, visible
 from .validation import Registration, safe_name, validate_registration
 
 logger = logging.getLogger(__name__)
@@ -212,7 +212,7 @@ def model_for_inference(model_id: int, version: str | None = None, visible_to: P
 
     One query: the model's family (same user_id and model_name) joined to the id asked for.
     """
-    scoped = visible_to is not None and not visible_to.is_admin
+    scoped = not sees_everything(visible_to)
     params = {"model_id": model_id, **({"owner": visible_to.user_id} if scoped else {})}
     newest, named = _family_queries(scoped)
     if version is not None:
@@ -260,9 +260,7 @@ def list_models(
         raise InvalidInput("page must be 1 or more", field="page")
     if not 1 <= per_page <= MAX_PER_PAGE:
         raise InvalidInput(f"per_page must be between 1 and {MAX_PER_PAGE}", field="per_page")
-    query = select(ServedModel)
-    if visible_to is not None and not visible_to.is_admin:
-        query = query.where(ServedModel.user_id == visible_to.user_id)
+    query = visible(select(ServedModel), visible_to)
     if user_id:
         query = query.where(ServedModel.user_id == safe_name("user_id", user_id))
     if status:
