@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from .units import parse_memory
+
 
 class ConfigError(ValueError):
     """A setting has a value the service cannot run with."""
@@ -140,8 +142,6 @@ class Settings:
             raise ConfigError(f"MAX_RUNNING_CONTAINERS must be at least 1, got {self.max_running_containers}")
         if not (self.database_url.startswith("sqlite") or self.database_url.startswith("postgresql")):
             raise ConfigError(f"DATABASE_URL must be a sqlite:// or postgresql:// URL, got {self.database_url!r}")
-        from .runtime.resources import parse_memory
-
         try:
             parse_memory("DEFAULT_MEMORY", self.default_memory)
             parse_memory("MAX_MEMORY", self.max_memory)

@@ -47,19 +47,9 @@ class ModelNotFound(ServiceError):
     code = "model_not_found"
 
 
-class NotFound(ServiceError):
-    status = 404
-    code = "not_found"
-
-
 class Conflict(ServiceError):
     status = 409
     code = "conflict"
-
-
-class PayloadTooLarge(ServiceError):
-    status = 413
-    code = "payload_too_large"
 
 
 class ContainerFailed(ServiceError):

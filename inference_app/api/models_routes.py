@@ -73,9 +73,7 @@ def start_model(model_id: int):
 
 @bp.post("/models/<int:model_id>/infer")
 def infer(model_id: int):
-    principal = caller()
-    context().rate_limiter.check(principal.name if principal.token_id is None else f"token:{principal.token_id}")
-    model = inference.resolve(model_id, request.args.get("version") or None, principal)
+    model = inference.admit(model_id, request.args.get("version") or None, caller())
     request_id = g.request_id
     body = request.get_data(cache=False)
     query = urlencode([(k, v) for k, v in request.args.items(multi=True) if k != "version"])

@@ -47,17 +47,10 @@ def apply_batch(events: list[Decoded]) -> BatchResult:
     def flush_uploads() -> None:
         if not pending:
             return
-        versioned = [registry.Versioned(u.registration, u.occurred_at) for u in pending]
-        newest_seen = registry.event_times([item.identity for item in versioned])
-        outcomes = registry.upsert_registrations(versioned)
-        for upload, item in zip(pending, versioned, strict=True):
-            model_id, _winner = outcomes[item.identity]
-            seen_at = newest_seen.get(item.identity)
-            # stale: something newer was already in the registry, or earlier in this batch
-            fresh = item.occurred_at is None or seen_at is None or item.occurred_at >= seen_at
-            if fresh and item.occurred_at is not None:
-                newest_seen[item.identity] = item.occurred_at
-            outcome = "applied" if fresh and model_id is not None else "stale"
+        # stale (model_id None): the registry held data from a newer event, maybe earlier in this batch
+        model_ids = registry.upsert_registrations([registry.Versioned(u.registration, u.occurred_at) for u in pending])
+        for upload, model_id in zip(pending, model_ids, strict=True):
+            outcome = "applied" if model_id is not None else "stale"
             result.applied += outcome == "applied"
             result.stale += outcome == "stale"
             reg = upload.registration

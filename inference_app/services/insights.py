@@ -14,7 +14,7 @@ from ..errors import ServiceError
 from ..extensions import db
 from ..models import ACTIVE, DeadLetter, InferenceMinute, IngestedEvent, ModelEvent, ServedModel, Status, utcnow
 from ..runtime import Instance
-from .auth import Principal
+from .auth import Principal, visible
 from .context import context
 
 LOG_LINES = 20
@@ -198,9 +198,7 @@ def active_models(limit: int = 500, visible_to: Principal | None = None) -> list
         .order_by(ServedModel.status_changed_at.desc(), ServedModel.id.desc())
         .limit(limit)
     )
-    if visible_to is not None and not visible_to.is_admin:
-        query = query.where(ServedModel.user_id == visible_to.user_id)
-    return list(db.session.scalars(query))
+    return list(db.session.scalars(visible(query, visible_to)))
 
 
 def recent_events(
@@ -223,9 +221,7 @@ def recent_events(
         query = query.where(ModelEvent.model_id == model_id)
     if before_id is not None:
         query = query.where(ModelEvent.id < before_id)
-    if visible_to is not None and not visible_to.is_admin:
-        query = query.where(ServedModel.user_id == visible_to.user_id)
-    return [EventRow(event, model) for event, model in db.session.execute(query).all()]
+    return [EventRow(event, model) for event, model in db.session.execute(visible(query, visible_to)).all()]
 
 
 def recent_ingested(limit: int = 20) -> list[IngestedEvent]:

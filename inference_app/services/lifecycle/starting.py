@@ -30,7 +30,7 @@ from ...metrics import COLD_START, WAITERS
 from ...models import EventKind, ServedModel, Status, utcnow
 from ...runtime import Endpoint, InstanceSpec
 from ...runtime.readiness import backoff_delays
-from ...runtime.resources import parse_memory
+from ...units import parse_memory
 from ..context import context
 from . import eviction, transitions
 from .decisions import admit, owner_limit
