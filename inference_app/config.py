@@ -103,6 +103,11 @@ class Settings:
     kafka_topic_deleted: str = "model.deleted"
     kafka_max_event_bytes: int = 64 * 1024
     kafka_batch_size: int = 2000
+    runtime: str = "docker"  # where model instances run: "docker" or "kubernetes"
+    kube_namespace: str = "default"
+    kubeconfig: str = ""  # a kubeconfig file; empty: the in-cluster service account
+    kube_image_pull_policy: str = "IfNotPresent"
+    kube_schedule_timeout_seconds: float = 10.0  # a pod no node has room for fails its start after this
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, instance_path: str = "instance") -> Settings:
@@ -147,6 +152,26 @@ class Settings:
             parse_memory("MAX_MEMORY", self.max_memory)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+        if self.runtime == "kubernetes":
+            self._check_kubernetes_names()
+
+    def _check_kubernetes_names(self) -> None:
+        """Model Deployments are named <CONTAINER_PREFIX>-<INSTANCE_NAME>-model-<id>: DNS labels, short."""
+        for name, value in (
+            ("KUBE_NAMESPACE", self.kube_namespace),
+            ("CONTAINER_PREFIX", self.container_prefix),
+            ("INSTANCE_NAME", self.instance_name),
+        ):
+            if not _DNS_LABEL.match(value):
+                raise ConfigError(
+                    f"{name} must be lower-case letters, digits and '-' (a DNS label) with RUNTIME=kubernetes, "
+                    f"got {value!r}"
+                )
+        if len(self.container_prefix) + len(self.instance_name) > KUBE_NAME_BUDGET:
+            raise ConfigError(
+                f"CONTAINER_PREFIX and INSTANCE_NAME together must be at most {KUBE_NAME_BUDGET} characters "
+                f"with RUNTIME=kubernetes (pod names stay within 63), got {self.container_prefix}-{self.instance_name}"
+            )
 
     @property
     def allowed_image_prefixes(self) -> tuple[str, ...]:
@@ -164,6 +189,9 @@ class Settings:
         return self.run_background == "web"
 
 
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+KUBE_NAME_BUDGET = 30
+_PULL_POLICIES = {p.lower(): p for p in ("IfNotPresent", "Never", "Always")}
 _MODEL_USER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,31})?$")
 _LOG_SIZE = re.compile(r"^[1-9][0-9]{0,5}[kmg]$")
 
@@ -182,6 +210,10 @@ def _log_size(name: str, raw: str) -> str:
     if not _LOG_SIZE.match(value):
         raise ConfigError(f"{name} must be a size like 10m, 512k or 1g, got {raw!r}")
     return value
+
+
+def _pull_policy(name: str, raw: str) -> str:
+    return _PULL_POLICIES[parse_choice(name, raw, tuple(_PULL_POLICIES))]
 
 
 def _int(minimum: int, maximum: int | None = None):
@@ -219,4 +251,7 @@ _PARSERS = {
     "rate_limit_per_minute": _int(0),
     "kafka_max_event_bytes": _int(256, 16 * 1024 * 1024),
     "kafka_batch_size": _int(1, 100_000),
+    "runtime": lambda n, r: parse_choice(n, r, ("docker", "kubernetes")),
+    "kube_image_pull_policy": _pull_policy,
+    "kube_schedule_timeout_seconds": _float(0.0),
 }

@@ -9,7 +9,11 @@ __all__ = ["Endpoint", "Instance", "InstanceSpec", "Limits", "Runtime", "make_ru
 
 
 def make_runtime(settings: Settings) -> Runtime:
-    """The runtime the settings choose (today: the Docker engine)."""
+    """The runtime RUNTIME chooses: the Docker engine, or a Kubernetes cluster."""
+    if settings.runtime == "kubernetes":
+        from .kubernetes import KubernetesRuntime
+
+        return KubernetesRuntime(settings)
     from .docker import DockerRuntime
 
     return DockerRuntime(settings)

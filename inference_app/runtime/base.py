@@ -40,6 +40,7 @@ class InstanceSpec:
     nano_cpus: int = 1_000_000_000
     pids_limit: int = 256
     read_only: bool = False
+    health_path: str = "/health"  # where a runtime that probes readiness itself (Kubernetes) asks
 
 
 @dataclass(frozen=True)
