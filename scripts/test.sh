@@ -14,6 +14,12 @@ TEST_KAFKA_BOOTSTRAP_SERVERS="$(bash scripts/kafka.sh bootstrap)"
 export TEST_KAFKA_BOOTSTRAP_SERVERS
 unset KAFKA_BOOTSTRAP_SERVERS
 
+# a one-node Kubernetes (built once, cached) with the test images, for RUNTIME=kubernetes
+bash scripts/kubernetes.sh up >&2
+bash scripts/kubernetes.sh import inference-test/{echo,crash,never-healthy,slow}:1 >&2
+TEST_KUBECONFIG="$(bash scripts/kubernetes.sh env | sed -n 's/^KUBECONFIG=//p')"
+export TEST_KUBECONFIG
+
 bash scripts/chromium.sh >&2
 bash scripts/compose-tool.sh >&2
 

@@ -11,28 +11,33 @@ import time
 import pytest
 import requests
 from conftest import BASE_SETTINGS, CRASH, ECHO, INSTANCE, NEVER_HEALTHY
+from kubernetes_support import KUBECONFIG, delete_objects, kube_settings
 
 from inference_app.config import Settings
 from inference_app.errors import ContainerFailed, ImageMissing, StartTimeout
 from inference_app.runtime import InstanceSpec, Runtime, make_runtime
 from inference_app.runtime.docker import DockerRuntime
 
-RUNTIMES = ["docker"]
+RUNTIMES = ["docker"] + (["kubernetes"] if KUBECONFIG else [])  # the cluster: `make test` starts it
 MODEL = 9_100  # model ids far from the ones the database hands out to other tests
 
 
-def _settings() -> Settings:
+def _settings(runtime: str) -> Settings:
     fields = {k: v for k, v in BASE_SETTINGS.items() if k.islower()}
+    if runtime == "kubernetes":
+        fields.update(kube_settings())
     return Settings().with_overrides({**fields, "instance_name": f"{INSTANCE}rt"})
 
 
 @pytest.fixture(params=RUNTIMES)
 def runtime(request, docker_client) -> Runtime:
-    made = make_runtime(_settings())
+    made = make_runtime(_settings(request.param))
     assert made.name == request.param
     yield made
     for instance in made.list_managed():
         made.remove(instance.instance_id, timeout=0)
+    if request.param == "kubernetes":
+        delete_objects(f"{INSTANCE}rt")
 
 
 def spec(model_id: int = MODEL, image: str = ECHO, replica: int = 0, **extra) -> InstanceSpec:

@@ -410,8 +410,12 @@ class KubernetesRuntime(Runtime):
         )
 
     def list_managed(self, model_id: int | None = None) -> list[Instance]:
-        """Every pod carrying this service's labels (of one model, if given); claimed replicas first."""
-        found = [self._instance(pod) for pod in self._pod_list(model_id).items]
+        """Every pod carrying this service's labels (of one model, if given); claimed replicas first.
+
+        Pods already being deleted are left out: they are on their way, and nothing is left to decide.
+        """
+        pods = self._pod_list(model_id).items
+        found = [self._instance(pod) for pod in pods if pod.metadata.deletion_timestamp is None]
         return sorted(found, key=lambda i: (i.model_id or 0, i.replica < 0, i.replica, i.name))
 
     def logs(self, instance_id: str, lines: int = 20) -> str:
@@ -472,8 +476,10 @@ class KubernetesRuntime(Runtime):
                 raise _refused("scale the model's Deployment to zero", exc) from exc
         pods = self._pod_list(model_id).items
         grace = self.settings.stop_timeout_seconds if timeout is None else timeout
+        removed = 0
         for pod in pods:
             if pod.metadata.deletion_timestamp is None:
+                removed += 1
                 try:
                     self._call(
                         self.core.delete_namespaced_pod, pod.metadata.name, self.namespace, grace_period_seconds=grace
@@ -483,7 +489,7 @@ class KubernetesRuntime(Runtime):
                         raise _refused("delete the pod", exc) from exc
         if pods:
             self._wait_gone(None, self._selector(model_id), grace + GONE_MARGIN)
-        return len(pods)
+        return removed
 
     def _wait_gone(self, field_selector: str | None, label_selector: str | None, seconds: float) -> None:
         """Until no pod matches (watching deletions), or `seconds` passed (then a warning, no error)."""

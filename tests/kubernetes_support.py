@@ -1,0 +1,68 @@
+"""Helpers for the tests that run on the real one-node cluster of scripts/kubernetes.sh (`make test` starts it).
+
+TEST_KUBECONFIG is the cluster's admin kubeconfig; the test images are imported into its
+containerd, so pods run with imagePullPolicy Never and a missing image fails at once.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+
+import pytest
+
+KUBECONFIG = os.environ.get("TEST_KUBECONFIG", "")
+NAMESPACE = "default"
+
+
+def require_cluster() -> str:
+    if not KUBECONFIG:
+        pytest.fail("TEST_KUBECONFIG is not set: run the suite with `make test`, which starts the cluster")
+    return KUBECONFIG
+
+
+def kube_settings(**extra) -> dict:
+    """Settings for a KubernetesRuntime on the test cluster."""
+    return {
+        "runtime": "kubernetes",
+        "kubeconfig": KUBECONFIG,
+        "kube_namespace": NAMESPACE,
+        "kube_image_pull_policy": "Never",
+        "kube_schedule_timeout_seconds": 2.0,
+        **extra,
+    }
+
+
+def admin():
+    """An API client for the test itself (to look, to break things, to clean up)."""
+    from kubernetes import config
+
+    return config.new_client_from_config(config_file=require_cluster())
+
+
+def delete_objects(instance: str, namespace: str = NAMESPACE) -> None:
+    """Everything the runtime made for a service instance: Deployments, pods, the NetworkPolicy."""
+    from kubernetes import client
+
+    from inference_app.runtime import kube_objects
+
+    api = admin()
+    selector = f"{kube_objects.INSTANCE}={instance}"
+    client.AppsV1Api(api).delete_collection_namespaced_deployment(namespace, label_selector=selector)
+    client.CoreV1Api(api).delete_collection_namespaced_pod(namespace, label_selector=selector, grace_period_seconds=0)
+    client.NetworkingV1Api(api).delete_collection_namespaced_network_policy(namespace, label_selector=selector)
+
+
+def eventually(check: Callable[[], object], timeout: float = 30.0, what: str = "the condition"):
+    """Poll until check() returns something true; its value, or a failure naming `what`."""
+    deadline = time.monotonic() + timeout
+    delay = 0.05
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.5)
