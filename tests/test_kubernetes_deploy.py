@@ -1,0 +1,128 @@
+"""The service deployed into the test cluster by the manifests of deploy/kubernetes/.
+
+The service image is built from the locally made base (scripts/build-service-image.sh) and
+imported into the cluster's containerd. The manifests are applied as they are, with the test's
+settings in the ConfigMap and two changes a real cluster does not need: the service's pods use
+the node's network (hostNetwork), so that they reach the test PostgreSQL and Kafka broker, which
+listen on this host's loopback only; and one web replica (a second would want the same host port).
+A model registered through Kafka then answers through the in-cluster Service.
+"""
+
+from __future__ import annotations
+
+import secrets
+import subprocess
+import uuid
+
+import pytest
+import requests
+import yaml
+from conftest import ECHO, INSTANCE, PG_URL
+from deployment_support import ROOT, build_service_image
+from kafka_support import BOOTSTRAP, create_topics, fresh_topics, producer, require_kafka, send
+from kubernetes import client as k8s
+from kubernetes import utils
+from kubernetes_support import admin, eventually, require_cluster
+from service_process import free_port
+
+from inference_app.runtime import kube_objects
+
+MANIFESTS = ROOT / "deploy" / "kubernetes"
+
+
+def manifests() -> list[dict]:
+    """The objects `kubectl apply -k deploy/kubernetes` would apply."""
+    listed = yaml.safe_load((MANIFESTS / "kustomization.yaml").read_text())["resources"]
+    return [doc for name in listed for doc in yaml.safe_load_all((MANIFESTS / name).read_text()) if doc]
+
+
+@pytest.fixture(scope="module")
+def service_image() -> str:
+    require_cluster()
+    image = build_service_image()
+    imported = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "kubernetes.sh"), "import", image], capture_output=True, text=True, timeout=900
+    )
+    if imported.returncode != 0:
+        pytest.fail(f"kubernetes.sh import {image} failed:\n{imported.stderr[-4000:]}")
+    return image
+
+
+def adapted(docs: list[dict], image: str, settings: dict[str, str], port: int) -> list[dict]:
+    for doc in docs:
+        if doc["kind"] == "ConfigMap":
+            doc["data"].update(settings)
+        if doc["kind"] == "Deployment":
+            pod = doc["spec"]["template"]["spec"]
+            pod.update(hostNetwork=True, dnsPolicy="ClusterFirstWithHostNet")
+            [container] = pod["containers"]
+            container["image"] = image
+            container["imagePullPolicy"] = "Never"
+            if doc["metadata"]["name"] == "inference-web":
+                doc["spec"]["replicas"] = 1
+                container["env"].append({"name": "PORT", "value": str(port)})
+                container["ports"][0]["containerPort"] = port
+    return docs
+
+
+@pytest.mark.timeout(900)
+def test_the_manifests_serve_a_model_registered_through_kafka(app, service_image):
+    require_kafka()
+    api = admin()
+    core, apps = k8s.CoreV1Api(api), k8s.AppsV1Api(api)
+    namespace = f"{INSTANCE}-deploy"
+    topics = fresh_topics()
+    create_topics(topics)
+    settings = {
+        **{name.upper(): value for name, value in topics.items()},
+        "KAFKA_BOOTSTRAP_SERVERS": BOOTSTRAP,
+        "INSTANCE_NAME": f"{INSTANCE}d",
+        "CONTAINER_PREFIX": "itest",
+        "KUBE_IMAGE_PULL_POLICY": "Never",
+        "AUTH_DISABLED": "true",
+        "DEFAULT_MEMORY": "64m",
+        "STOP_TIMEOUT_SECONDS": "1",
+        "START_TIMEOUT_SECONDS": "60",
+        "WEB_CONCURRENCY": "1",
+        "GUNICORN_THREADS": "8",
+    }
+    core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=namespace)))
+    try:
+        core.create_namespaced_secret(
+            namespace,
+            k8s.V1Secret(
+                metadata=k8s.V1ObjectMeta(name="inference-service"),
+                string_data={"DATABASE_URL": PG_URL, "SECRET_KEY": secrets.token_hex(32)},
+            ),
+        )
+        for doc in adapted(manifests(), service_image, settings, free_port()):
+            utils.create_from_dict(api, doc, namespace=namespace)
+
+        def available(name: str, want: int):
+            found = apps.read_namespaced_deployment(name, namespace).status
+            return (found.ready_replicas or 0) >= want
+
+        eventually(lambda: available("inference-web", 1), 240, "the web Deployment to be Ready")
+        eventually(lambda: available("inference-worker", 2), 120, "both worker pods to be Ready")
+        service = core.read_namespaced_service("inference-service", namespace)
+        base = f"http://{service.spec.cluster_ip}:8002"  # the in-cluster Service, through kube-proxy
+        assert requests.get(f"{base}/readyz", timeout=5).status_code == 200
+
+        event = {"event_id": f"k8s-{uuid.uuid4().hex[:8]}", "user_id": "deploy", "model_name": "echo", "image": ECHO}
+        prod = producer()
+        send(prod, topics["kafka_topic_uploaded"], event, key="deploy/echo")
+        prod.flush()
+        prod.close()
+        listed = lambda: requests.get(f"{base}/api/models", timeout=5).json()["items"]  # noqa: E731
+        [model] = eventually(listed, 60, "the model registered through Kafka")
+        answer = requests.post(f"{base}/api/models/{model['id']}/infer", json={"k": 8}, timeout=90)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["echo"] == {"k": 8} and answer.headers["X-Cold-Start"] == "true"
+
+        [pod] = core.list_namespaced_pod(
+            namespace, label_selector=kube_objects.selector(f"{INSTANCE}d", model["id"])
+        ).items
+        assert pod.metadata.labels[kube_objects.REPLICA] == "0"
+        assert pod.spec.service_account_name == "default" and pod.spec.automount_service_account_token is False
+    finally:
+        core.delete_namespace(namespace)
