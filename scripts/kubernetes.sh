@@ -424,6 +424,10 @@ start_cluster() {
     for c in /sys/fs/cgroup/*/; do   # the kubelet wants its cgroup root to exist in every hierarchy
         [[ $c == */unified/ ]] || mkdir -p "$c$CGROUP_ROOT"
     done
+    if [[ -f /sys/fs/cgroup/cpuset/cpuset.cpus ]]; then   # a new cpuset is empty until given its parent's
+        cat /sys/fs/cgroup/cpuset/cpuset.cpus >"/sys/fs/cgroup/cpuset/$CGROUP_ROOT/cpuset.cpus"
+        cat /sys/fs/cgroup/cpuset/cpuset.mems >"/sys/fs/cgroup/cpuset/$CGROUP_ROOT/cpuset.mems"
+    fi
     make_certs
     write_configs
     launch containerd containerd --config "$RUN/containerd/config.toml"
