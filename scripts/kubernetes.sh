@@ -251,10 +251,9 @@ clean_iptables() {
         done
     done
     # the bridge plugin's masquerade chains of pods that never got their CNI DEL (kill -9)
-    iptables -t nat -S POSTROUTING 2>/dev/null | grep -F "\"$CNI_NETWORK\"" | while read -r rule; do
+    iptables -t nat -S POSTROUTING 2>/dev/null | grep -F "$CNI_NETWORK" | while read -r rule; do
         chain="$(sed -n 's/.* -j \(CNI-[0-9a-f]*\).*/\1/p' <<<"$rule")"
-        # shellcheck disable=SC2086
-        iptables -t nat ${rule/-A/-D} 2>/dev/null || true
+        eval "iptables -t nat ${rule/-A/-D}" 2>/dev/null || true   # eval: the comment is quoted
         if [[ -n $chain ]]; then
             iptables -t nat -F "$chain" 2>/dev/null || true
             iptables -t nat -X "$chain" 2>/dev/null || true
@@ -336,7 +335,7 @@ make_certs() {
             openssl x509 -req -in "$1.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -out "$1.crt" -days 3650 \
                 -extfile "$1.ext" 2>/dev/null
         }
-        local names="IP:127.0.0.1,IP:$NODE_IP,IP:10.96.0.1,DNS:localhost,DNS:$NODE,DNS:kubernetes"
+        names="IP:127.0.0.1,IP:$NODE_IP,IP:10.96.0.1,DNS:localhost,DNS:$NODE,DNS:kubernetes"
         names="$names,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
         sign apiserver kube-apiserver "" "subjectAltName=$names\nextendedKeyUsage=serverAuth\n"
         sign admin admin system:masters "extendedKeyUsage=clientAuth\n"
