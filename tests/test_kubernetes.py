@@ -52,13 +52,13 @@ def runtime():
 
 
 def spec(image: str = ECHO, replica: int = 0, **extra) -> InstanceSpec:
-    fields = {"user_id": "alice", "version": "1", "port": 8080, "memory_bytes": 64 * 1024 * 1024, **extra}
+    fields = {"user_id": "alice", "version": "1", "port": 8080, "memory_bytes": 64 * 2**20, "nano_cpus": 10**8, **extra}
     return InstanceSpec(model_id=MODEL, image=image, replica=replica, **fields)
 
 
 def replicas(runtime: KubernetesRuntime) -> int:
     scale = k8s.AppsV1Api(admin()).read_namespaced_deployment_scale(runtime.deployment_for(MODEL), NAMESPACE)
-    return scale.spec.replicas
+    return scale.spec.replicas or 0  # zero is left out of the answer
 
 
 def deadline(seconds: float = 30.0) -> float:
@@ -191,7 +191,7 @@ def test_quota_refusal_is_no_capacity_with_the_quotas_message():
         assert "exceeded quota: models" in raised.value.message
         assert raised.value.status == 503 and raised.value.retry_after >= 1
         scale = k8s.AppsV1Api(admin()).read_namespaced_deployment_scale(runtime.deployment_for(MODEL), namespace)
-        assert scale.spec.replicas == 0
+        assert not scale.spec.replicas  # zero is left out of the answer
     finally:
         core.delete_namespace(namespace)
 

@@ -37,6 +37,7 @@ REQUEST_TIMEOUT = (3.0, 20.0)  # connect, read: an unreachable API fails fast, n
 WATCH_CHUNK = 10.0  # seconds one watch request lasts before it is renewed
 QUOTA_LOOK_AFTER = 1.0  # a pod not created by then: ask the ReplicaSet why (a quota, a webhook)
 GONE_MARGIN = 30.0  # beyond the grace period, how long remove() waits for a pod to disappear
+SETTLE_SECONDS = 10.0  # how long remove() waits for the ReplicaSet to drop a replacement it made
 CLAIM_ATTEMPTS = 10
 
 
@@ -247,22 +248,26 @@ class KubernetesRuntime(Runtime):
                 return None
             raise _refused("label the model's pod", exc) from exc
 
-    def _scale_by(self, name: str, delta: int) -> None:
-        """Change the Deployment's replicas by delta (not below zero), safe against concurrent changes."""
+    def _scale_by(self, name: str, delta: int) -> int | None:
+        """Change the Deployment's replicas by delta (not below zero), safe against concurrent changes.
+
+        Returns the replicas it set, or None when there is no such Deployment.
+        """
         for _ in range(CLAIM_ATTEMPTS):
             try:
                 scale = self._call(self.apps.read_namespaced_deployment_scale, name, self.namespace)
             except ApiException as exc:
                 if exc.status == 404:
-                    return
+                    return None
                 raise _refused("read the model's scale", exc) from exc
-            want = max(0, (scale.spec.replicas or 0) + delta)
-            if want == scale.spec.replicas:
-                return
+            current = scale.spec.replicas or 0  # zero is left out of the answer
+            want = max(0, current + delta)
+            if want == current:
+                return want
             scale.spec.replicas = want
             try:
                 self._call(self.apps.replace_namespaced_deployment_scale, name, self.namespace, scale)
-                return
+                return want
             except ApiException as exc:
                 if exc.status != 409:  # 409: scaled by someone else since we read it; again
                     raise _refused("scale the model's Deployment", exc) from exc
@@ -462,19 +467,42 @@ class KubernetesRuntime(Runtime):
                     raise _refused("delete the pod", exc) from exc
             model_id = _digits((pod.metadata.labels or {}).get(objects.MODEL_ID))
             if model_id is not None and status.owned_by(pod, self.deployment_for(model_id)):
-                self._scale_by(self.deployment_for(model_id), -1)
+                desired = self._scale_by(self.deployment_for(model_id), -1)
+                self._settle(model_id, desired)
         self._wait_gone(f"metadata.name={instance_id}", None, grace + GONE_MARGIN)
         return True
+
+    def _settle(self, model_id: int, desired: int | None) -> None:
+        """Until the ReplicaSet has dropped any pod it made between our delete and our scale-down.
+
+        There is no atomic "delete this pod and scale down": in between, the ReplicaSet may
+        replace the pod. The replacement is unclaimed, so it is the one the scale-down removes.
+        """
+        if desired is None:
+            return
+        deadline = time.monotonic() + SETTLE_SECONDS
+        while time.monotonic() < deadline:
+            listing = self._pod_list(model_id)
+            if sum(p.metadata.deletion_timestamp is None for p in listing.items) <= desired:
+                return
+            for _event in self._stream(
+                self.core.list_namespaced_pod,
+                min(deadline - time.monotonic(), WATCH_CHUNK),
+                label_selector=self._selector(model_id),
+                resource_version=listing.metadata.resource_version,
+            ):
+                break
+        logger.warning("model %s: more pods than its %s replicas after %s s", model_id, desired, SETTLE_SECONDS)
 
     def remove_model(self, model_id: int, timeout: int | None = None) -> int:
         """Scale the model's Deployment to zero and wait for its pods to go; returns how many there were."""
         name = self.deployment_for(model_id)
+        pods = self._pod_list(model_id).items  # before scaling: then the ReplicaSet starts deleting them
         try:
             self._call(self.apps.patch_namespaced_deployment_scale, name, self.namespace, {"spec": {"replicas": 0}})
         except ApiException as exc:
             if exc.status != 404:
                 raise _refused("scale the model's Deployment to zero", exc) from exc
-        pods = self._pod_list(model_id).items
         grace = self.settings.stop_timeout_seconds if timeout is None else timeout
         removed = 0
         for pod in pods:
