@@ -167,12 +167,13 @@ cmd_build() {
 
 # pid_of NAME: the pid in run/NAME.pid if that process is alive and still ours.
 pid_of() {
-    local f="$RUN/$1.pid" pid
+    local f="$RUN/$1.pid" pid cmdline
     [[ -f $f ]] || return 1
     pid="$(cat "$f" 2>/dev/null || true)"
     [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null || return 1
     # a recycled pid is not ours: the command line must name our binary or config
-    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qE -- "$KDIR|$STATE" || return 1
+    cmdline="$(tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" || true)"
+    [[ $cmdline == *"$KDIR"* || $cmdline == *"$STATE"* ]] || return 1
     echo "$pid"
 }
 
@@ -206,9 +207,10 @@ kill_pods() {
 
 # containerd shims started for our socket (their command line names it); nothing else matches
 kill_shims() {
-    local d
+    local d cmdline
     for d in /proc/[0-9]*; do
-        if tr '\0' ' ' <"$d/cmdline" 2>/dev/null | grep -q -- "-address $SOCK"; then
+        cmdline="$(tr '\0' ' ' 2>/dev/null <"$d/cmdline" || true)"
+        if [[ $cmdline == *"-address $SOCK "* ]]; then
             kill -KILL "${d#/proc/}" 2>/dev/null || true
         fi
     done
@@ -229,7 +231,7 @@ remove_cgroups() {
 unmount_ours() {
     local m
     # deepest first; -l: a busy mount (a netns still held) goes once it is free
-    awk '{print $2}' /proc/self/mounts | grep -E "^($RUN|$STATE)(/|$)" | sort -r | while read -r m; do
+    awk '{print $2}' /proc/self/mounts | { grep -E "^($RUN|$STATE)(/|$)" || true; } | sort -r | while read -r m; do
         umount -l "$m" 2>/dev/null || true
     done
 }
@@ -251,7 +253,7 @@ clean_iptables() {
         done
     done
     # the bridge plugin's masquerade chains of pods that never got their CNI DEL (kill -9)
-    iptables -t nat -S POSTROUTING 2>/dev/null | grep -F "$CNI_NETWORK" | while read -r rule; do
+    iptables -t nat -S POSTROUTING 2>/dev/null | { grep -F "$CNI_NETWORK" || true; } | while read -r rule; do
         chain="$(sed -n 's/.* -j \(CNI-[0-9a-f]*\).*/\1/p' <<<"$rule")"
         eval "iptables -t nat ${rule/-A/-D}" 2>/dev/null || true   # eval: the comment is quoted
         if [[ -n $chain ]]; then
@@ -264,10 +266,10 @@ clean_iptables() {
 # Anything a previous `up` left: pid files, our address on lo, the bridge, mounts, cgroups, dirs.
 leftovers() {
     [[ -n "$(ls "$RUN"/*.pid 2>/dev/null)" || -d $STATE ]] && return 0
-    ip -4 addr show dev lo 2>/dev/null | grep -q " $NODE_IP/" && return 0
+    ip -4 addr show dev lo 2>/dev/null | grep " $NODE_IP/" >/dev/null && return 0
     ip link show "$BRIDGE" >/dev/null 2>&1 && return 0
     ls -d /sys/fs/cgroup/*/"$CGROUP_ROOT" >/dev/null 2>&1 && return 0
-    awk '{print $2}' /proc/self/mounts | grep -qE "^($RUN|$STATE)(/|$)" && return 0
+    awk '{print $2}' /proc/self/mounts | grep -E "^($RUN|$STATE)(/|$)" >/dev/null && return 0
     return 1
 }
 
@@ -419,7 +421,7 @@ EOF
 start_cluster() {
     local c
     mkdir -p "$RUN/logs" "$STATE" "$RUN/kubelet"
-    ip -4 addr show dev lo | grep -q " $NODE_IP/" || ip addr add "$NODE_IP/32" dev lo
+    ip -4 addr show dev lo | grep " $NODE_IP/" >/dev/null || ip addr add "$NODE_IP/32" dev lo || return 1
     for c in /sys/fs/cgroup/*/; do   # the kubelet wants its cgroup root to exist in every hierarchy
         [[ $c == */unified/ ]] || mkdir -p "$c$CGROUP_ROOT"
     done
@@ -427,17 +429,17 @@ start_cluster() {
         cat /sys/fs/cgroup/cpuset/cpuset.cpus >"/sys/fs/cgroup/cpuset/$CGROUP_ROOT/cpuset.cpus"
         cat /sys/fs/cgroup/cpuset/cpuset.mems >"/sys/fs/cgroup/cpuset/$CGROUP_ROOT/cpuset.mems"
     fi
-    make_certs
-    write_configs
+    make_certs || return 1
+    write_configs || return 1
     launch containerd containerd --config "$RUN/containerd/config.toml"
-    wait_for containerd containerd ctr --address "$SOCK" version
-    ctr --address "$SOCK" -n k8s.io images import "$IMAGES/pause.tar" >/dev/null
+    wait_for containerd containerd ctr --address "$SOCK" version || return 1
+    ctr --address "$SOCK" -n k8s.io images import "$IMAGES/pause.tar" >/dev/null || return 1
     launch etcd etcd --name inference-kube --data-dir "$RUN/etcd" \
         --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
         --listen-peer-urls "http://127.0.0.1:$((ETCD_PORT + 1))" \
         --initial-advertise-peer-urls "http://127.0.0.1:$((ETCD_PORT + 1))" \
         --initial-cluster "inference-kube=http://127.0.0.1:$((ETCD_PORT + 1))"
-    wait_for etcd etcd curl -sf "http://127.0.0.1:$ETCD_PORT/health"
+    wait_for etcd etcd curl -sf "http://127.0.0.1:$ETCD_PORT/health" || return 1
     launch kube-apiserver "$BIN/kube-apiserver" --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
         --bind-address="$NODE_IP" --advertise-address="$NODE_IP" --secure-port=6443 \
         --tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" --client-ca-file="$PKI/ca.crt" \
@@ -448,7 +450,7 @@ start_cluster() {
         --kubelet-client-key="$PKI/apiserver-kubelet-client.key" \
         --kubelet-preferred-address-types=InternalIP,Hostname --enable-admission-plugins=NodeRestriction \
         --profiling=false
-    wait_for "API server" kube-apiserver api /readyz
+    wait_for "API server" kube-apiserver api /readyz || return 1
     launch kube-controller-manager "$BIN/kube-controller-manager" --kubeconfig="$KUBECONFIG_FILE" \
         --authentication-kubeconfig="$KUBECONFIG_FILE" --authorization-kubeconfig="$KUBECONFIG_FILE" \
         --bind-address=127.0.0.1 --leader-elect=false --use-service-account-credentials=true \
@@ -463,8 +465,8 @@ start_cluster() {
     launch kube-proxy "$BIN/kube-proxy" --kubeconfig="$KUBECONFIG_FILE" --hostname-override="$NODE" \
         --proxy-mode=iptables --cluster-cidr="$POD_CIDR" --conntrack-max-per-core=0 \
         --metrics-bind-address=127.0.0.1:10249 --healthz-bind-address=127.0.0.1:10256
-    wait_for "Ready node" kubelet node_ready
-    wait_for "default ServiceAccount" kube-controller-manager api /api/v1/namespaces/default/serviceaccounts/default
+    wait_for "Ready node" kubelet node_ready || return 1
+    wait_for "default ServiceAccount" kube-controller-manager api /api/v1/namespaces/default/serviceaccounts/default || return 1
 }
 
 cmd_up() {
@@ -480,6 +482,7 @@ cmd_up() {
         log "cleaning up what a previous cluster left (stopped or killed)"
         teardown
     fi
+    # (errexit does not hold inside a function called as a condition: each step returns 1 itself)
     if ! start_cluster; then
         log "start failed; logs are in $RUN/logs (kept until the next up or down)"
         exit 1
