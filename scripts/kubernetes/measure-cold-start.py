@@ -1,5 +1,6 @@
-"""Cold start of one model image, side by side: the Docker runtime, the Kubernetes runtime, and a
-bare Deployment scaled 0 -> 1 until its pod is Ready (what `kubectl scale` plus a wait gives).
+"""Cold start of one model image, side by side: through the service (a client's first /infer of a
+stopped model) and through the runtime alone, on Docker and on Kubernetes, and a bare Deployment
+scaled 0 -> 1 until its pod is Ready (what `kubectl scale` plus a wait gives).
 
     KUBECONFIG=$(scripts/kubernetes.sh env | sed -n 's/^KUBECONFIG=//p') \
         .venv/bin/python scripts/kubernetes/measure-cold-start.py [IMAGE] [ROUNDS]
@@ -53,6 +54,52 @@ def through_runtime(runtime_name: str) -> list[float]:
     return times
 
 
+def through_service(runtime_name: str) -> list[float]:
+    """The time a client waits for a cold model's first answer (POST /infer), the service in-process."""
+    import tempfile
+
+    from flask_migrate import upgrade
+
+    from inference_app import create_app
+    from inference_app.services.context import context
+    from inference_app.services.registry import register_model
+
+    folder = tempfile.mkdtemp()
+    overrides = {
+        "database_url": f"sqlite:///{folder}/measure.db",
+        "instance_name": f"{INSTANCE}s",
+        "container_prefix": "bench",
+        "stop_timeout_seconds": 1,
+        "auth_disabled": True,
+        "run_background": "worker",
+        "TESTING": True,
+    }
+    if runtime_name == "kubernetes":
+        overrides.update(runtime="kubernetes", kubeconfig=KUBECONFIG, kube_image_pull_policy="Never")
+    app = create_app(overrides)
+    with app.app_context():
+        upgrade()
+        model, _ = register_model(
+            {"user_id": "bench", "model_name": "echo", "image": IMAGE, "memory": "64m"}, context().settings
+        )
+        model_id = model.id
+    web = app.test_client()
+    times = []
+    for _ in range(ROUNDS):
+        began = time.monotonic()
+        answer = web.post(f"/api/models/{model_id}/infer", json={"x": 1})
+        times.append(time.monotonic() - began)
+        assert answer.status_code == 200 and answer.headers["X-Cold-Start"] == "true", answer.get_json()
+        assert web.post(f"/api/models/{model_id}/stop").status_code == 200
+    app.extensions["inference"].close()
+    if runtime_name == "kubernetes":
+        api = config.new_client_from_config(config_file=KUBECONFIG)
+        selector = f"inference-service.io/instance={INSTANCE}s"
+        client.AppsV1Api(api).delete_collection_namespaced_deployment(NAMESPACE, label_selector=selector)
+        client.NetworkingV1Api(api).delete_collection_namespaced_network_policy(NAMESPACE, label_selector=selector)
+    return times
+
+
 def bare_scale() -> list[float]:
     api = config.new_client_from_config(config_file=KUBECONFIG)
     apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
@@ -101,6 +148,8 @@ def show(label: str, times: list[float]) -> None:
 
 if __name__ == "__main__":
     print(f"cold start of {IMAGE} to its health path answering, {ROUNDS} rounds each")
+    show("service on Docker (first /infer)", through_service("docker"))
+    show("service on Kubernetes (first /infer)", through_service("kubernetes"))
     show("Docker runtime (start+wait_ready)", through_runtime("docker"))
     show("Kubernetes runtime (start+wait)", through_runtime("kubernetes"))
     show("bare Deployment scale 0->1, Ready", bare_scale())
