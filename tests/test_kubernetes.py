@@ -110,6 +110,7 @@ def test_a_restarted_service_finds_its_pods_by_label(runtime):
     [found] = again.list_managed()
     assert (found.instance_id, found.model_id, found.replica, found.version) == (instance.instance_id, MODEL, 0, "7")
     assert found.endpoint == endpoint
+    assert found.node == "inference-node"  # the test cluster's one node
 
 
 def test_pod_deleted_outside_is_gone_and_its_replacement_is_claimed_on_the_next_start(runtime):

@@ -67,6 +67,7 @@ class Instance:
     started_at: str | None
     image: str
     limits: Limits = field(default_factory=Limits)
+    node: str | None = None  # the host it runs on, for a runtime that spans several (a Kubernetes node)
 
     @property
     def running(self) -> bool:

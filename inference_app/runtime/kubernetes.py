@@ -412,6 +412,7 @@ class KubernetesRuntime(Runtime):
             started_at=started.isoformat() if started else None,
             image=container.image if container is not None else "",
             limits=_limits(container),
+            node=pod.spec.node_name,
         )
 
     def list_managed(self, model_id: int | None = None) -> list[Instance]:
