@@ -126,3 +126,84 @@ def test_the_manifests_serve_a_model_registered_through_kafka(app, service_image
         assert pod.spec.service_account_name == "default" and pod.spec.automount_service_account_token is False
     finally:
         core.delete_namespace(namespace)
+
+
+def test_the_role_allows_every_runtime_operation(tmp_path):
+    """The runtime as the manifests' ServiceAccount: start, wait, logs, remove, and the failures it names."""
+    import json
+    import time
+
+    from conftest import CRASH
+    from kubernetes_support import kube_settings
+
+    from inference_app.config import Settings
+    from inference_app.errors import ContainerFailed, NoCapacity
+    from inference_app.runtime import InstanceSpec, make_runtime
+
+    api = admin()
+    core = k8s.CoreV1Api(api)
+    namespace = f"{INSTANCE}-rbac"
+    core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=namespace)))
+    try:
+        for doc in yaml.safe_load_all((MANIFESTS / "rbac.yaml").read_text()):
+            utils.create_from_dict(api, doc, namespace=namespace)
+        token = core.create_namespaced_service_account_token(
+            "inference-service", namespace, k8s.AuthenticationV1TokenRequest(spec=k8s.V1TokenRequestSpec(audiences=[]))
+        ).status.token
+        with open(require_cluster()) as f:
+            admin_config = yaml.safe_load(f)
+        kubeconfig = tmp_path / "service-account"
+        kubeconfig.write_text(
+            json.dumps(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "clusters": admin_config["clusters"],
+                    "users": [{"name": "service", "user": {"token": token}}],
+                    "contexts": [
+                        {
+                            "name": "service",
+                            "context": {"cluster": admin_config["clusters"][0]["name"], "user": "service"},
+                        }
+                    ],
+                    "current-context": "service",
+                }
+            )
+        )
+        settings = {
+            "database_url": "sqlite://",
+            "container_prefix": "itest",
+            "instance_name": f"{INSTANCE}r",
+            "stop_timeout_seconds": 1,
+            **kube_settings(kubeconfig=str(kubeconfig), kube_namespace=namespace),
+        }
+        runtime = make_runtime(Settings().with_overrides(settings))
+        runtime.ping()
+
+        def spec(image: str = ECHO) -> InstanceSpec:
+            return InstanceSpec(
+                model_id=1, user_id="u", version="1", image=image, port=8080, memory_bytes=64 * 2**20, nano_cpus=10**8
+            )
+
+        instance = runtime.start(spec())
+        endpoint = runtime.wait_ready(instance, "/health", time.monotonic() + 30)
+        assert requests.get(endpoint.base_url + "/health", timeout=5).status_code == 200
+        assert [i.instance_id for i in runtime.list_managed()] == [instance.instance_id]
+        assert runtime.remove(instance.instance_id) is True
+
+        crashed = runtime.start(spec(CRASH))
+        with pytest.raises(ContainerFailed, match="model weights missing"):  # pods/log
+            runtime.wait_ready(crashed, "/health", time.monotonic() + 30)
+        assert runtime.remove_model(1, timeout=0) == 1
+
+        quota = k8s.V1ResourceQuota(
+            metadata=k8s.V1ObjectMeta(name="q"), spec=k8s.V1ResourceQuotaSpec(hard={"pods": "0"})
+        )
+        core.create_namespaced_resource_quota(namespace, quota)
+        with pytest.raises(NoCapacity, match="exceeded quota"):  # replicasets: list
+            runtime.start(spec())
+        with pytest.raises(Exception) as refused:  # and nothing beyond the Role: no Secrets
+            k8s.CoreV1Api(make_runtime(Settings().with_overrides(settings)).api).list_namespaced_secret(namespace)
+        assert getattr(refused.value, "status", None) == 403
+    finally:
+        core.delete_namespace(namespace)
