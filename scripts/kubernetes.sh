@@ -7,7 +7,8 @@
 #   scripts/kubernetes.sh up              build if needed, then start containerd, etcd and the control
 #                                         plane and wait for the node to be Ready; a running cluster is
 #                                         reused, a dead one (kill -9, reboot) is cleaned up first
-#   scripts/kubernetes.sh down            stop everything `up` started and undo its traces
+#   scripts/kubernetes.sh down            stop everything `up` started and undo its traces (including the
+#                                         host sysctls the kubelet and kube-proxy change, put back)
 #   scripts/kubernetes.sh import IMAGE..  copy images from the Docker engine (docker save, read-only) or
 #                                         from docker-archive files into the cluster's containerd
 #   scripts/kubernetes.sh status          exit 0 if the cluster answers and its node is Ready
@@ -54,6 +55,9 @@ CGROUP_ROOT=inference-kube                        # pods' cgroups: /sys/fs/cgrou
 ETCD_PORT=12379
 PAUSE_IMAGE=k8s.local/pause:3.10
 TIMEOUT="${KUBE_UP_TIMEOUT:-120}"
+# host settings the kubelet and kube-proxy change: saved by `up`, put back by `down`
+HOST_SYSCTLS="vm.overcommit_memory kernel.panic kernel.panic_on_oops net.ipv4.conf.all.route_localnet"
+SAVED_SYSCTLS="$KDIR/host-sysctls"
 COMPONENTS="kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy"
 STAGING_MODULES="api apiextensions-apiserver apimachinery apiserver cli-runtime client-go cloud-provider
   cluster-bootstrap code-generator component-base component-helpers controller-manager cri-api cri-client
@@ -263,9 +267,25 @@ clean_iptables() {
     done
 }
 
+save_sysctls() {
+    local key
+    [[ -f $SAVED_SYSCTLS ]] && return 0   # a killed cluster's: the host's own values are in it already
+    for key in $HOST_SYSCTLS; do echo "$key=$(sysctl -n "$key")"; done >"$SAVED_SYSCTLS.tmp"
+    mv "$SAVED_SYSCTLS.tmp" "$SAVED_SYSCTLS"
+}
+
+restore_sysctls() {
+    local key value
+    [[ -f $SAVED_SYSCTLS ]] || return 0
+    while IFS='=' read -r key value; do
+        sysctl -qw "$key=$value" 2>/dev/null || true
+    done <"$SAVED_SYSCTLS"
+    rm -f "$SAVED_SYSCTLS"
+}
+
 # Anything a previous `up` left: pid files, our address on lo, the bridge, mounts, cgroups, dirs.
 leftovers() {
-    [[ -n "$(ls "$RUN"/*.pid 2>/dev/null)" || -d $STATE ]] && return 0
+    [[ -n "$(ls "$RUN"/*.pid 2>/dev/null)" || -d $STATE || -f $SAVED_SYSCTLS ]] && return 0
     ip -4 addr show dev lo 2>/dev/null | grep " $NODE_IP/" >/dev/null && return 0
     ip link show "$BRIDGE" >/dev/null 2>&1 && return 0
     ls -d /sys/fs/cgroup/*/"$CGROUP_ROOT" >/dev/null 2>&1 && return 0
@@ -283,6 +303,7 @@ teardown() {
     clean_iptables
     ip link del "$BRIDGE" 2>/dev/null || true
     ip addr del "$NODE_IP/32" dev lo 2>/dev/null || true
+    restore_sysctls
     remove_cgroups
     rm -rf "$RUN" "$STATE"
 }
@@ -429,6 +450,7 @@ start_cluster() {
         cat /sys/fs/cgroup/cpuset/cpuset.cpus >"/sys/fs/cgroup/cpuset/$CGROUP_ROOT/cpuset.cpus"
         cat /sys/fs/cgroup/cpuset/cpuset.mems >"/sys/fs/cgroup/cpuset/$CGROUP_ROOT/cpuset.mems"
     fi
+    save_sysctls || return 1
     make_certs || return 1
     write_configs || return 1
     launch containerd containerd --config "$RUN/containerd/config.toml"
@@ -463,7 +485,7 @@ start_cluster() {
     launch kubelet "$BIN/kubelet" --config="$RUN/kubelet.yaml" --kubeconfig="$PKI/kubelet.kubeconfig" \
         --root-dir="$RUN/kubelet" --hostname-override="$NODE" --node-ip="$NODE_IP"
     launch kube-proxy "$BIN/kube-proxy" --kubeconfig="$KUBECONFIG_FILE" --hostname-override="$NODE" \
-        --proxy-mode=iptables --cluster-cidr="$POD_CIDR" --conntrack-max-per-core=0 \
+        --proxy-mode=iptables --cluster-cidr="$POD_CIDR" --conntrack-max-per-core=0 --iptables-localhost-nodeports=false \
         --metrics-bind-address=127.0.0.1:10249 --healthz-bind-address=127.0.0.1:10256
     wait_for "Ready node" kubelet node_ready || return 1
     wait_for "default ServiceAccount" kube-controller-manager api /api/v1/namespaces/default/serviceaccounts/default || return 1
