@@ -395,8 +395,12 @@ class KubernetesRuntime(Runtime):
         phase, exit_code = status.phase(pod)
         container = status.container_spec(pod)
         port = container.ports[0].container_port if container is not None and container.ports else None
+        replica = status.replica_of(pod)
         endpoint = None
-        if phase == "running" and pod.status.pod_ip and port:
+        if phase == "running" and pod.status.pod_ip and port and replica >= 0:
+            # only a claimed pod is addressed: one the ReplicaSet made by itself (a replacement) is
+            # not an instance the service started until a start claims it, so reconciliation
+            # treats a replaced pod as vanished, the same as on Docker
             endpoint = Endpoint(host=pod.status.pod_ip, port=port, instance_id=pod.metadata.name)
         state = status.container_status(pod)
         started = state.state.running.started_at if state and state.state and state.state.running else None
@@ -404,7 +408,7 @@ class KubernetesRuntime(Runtime):
             instance_id=pod.metadata.name,
             name=pod.metadata.name,
             model_id=model_id,
-            replica=status.replica_of(pod),
+            replica=replica,
             version=annotations.get(objects.VERSION),
             phase=phase,
             exit_code=exit_code,

@@ -1,0 +1,176 @@
+"""The service's lifecycle with RUNTIME=kubernetes: what holds on Docker holds on the cluster.
+
+The same lifecycle code runs over the Kubernetes runtime here: one scale-up under a herd, idle
+stop, a request in flight never cut, the cap with eviction, reconciliation (adoption, a pod
+deleted outside, a stray), and a pod lost under a request retried once.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+import pytest
+import requests
+from conftest import INSTANCE, SLOW
+from kubernetes import client as k8s
+from kubernetes_support import NAMESPACE, admin, delete_objects, eventually, kube_settings, require_cluster
+
+from inference_app.extensions import db
+from inference_app.jobs.idle import reap_idle
+from inference_app.jobs.reconcile import reconcile
+from inference_app.models import ServedModel, utcnow
+from inference_app.runtime import kube_objects as objects
+from inference_app.services.context import context
+
+
+def on_cluster(**overrides):
+    """The app's settings marker: the Kubernetes runtime on the test cluster (a test's own marker replaces this one)."""
+    return pytest.mark.settings(**kube_settings(), **{"default_cpus": 0.1, **overrides})
+
+
+pytestmark = on_cluster()
+
+
+@pytest.fixture(autouse=True)
+def cluster_objects():
+    require_cluster()
+    yield
+    delete_objects(INSTANCE)
+
+
+def pods(model_id: int) -> list[k8s.V1Pod]:
+    found = k8s.CoreV1Api(admin()).list_namespaced_pod(NAMESPACE, label_selector=objects.selector(INSTANCE, model_id))
+    return [p for p in found.items if p.metadata.deletion_timestamp is None]
+
+
+def answers(ip: str, port: int = 8080) -> bool:
+    try:
+        with socket.create_connection((ip, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def shown(client, model_id: int) -> dict:
+    return client.get(f"/api/models/{model_id}").get_json()
+
+
+def events(client, model_id: int) -> list[str]:
+    return [e["kind"] for e in client.get(f"/api/models/{model_id}/lifecycle-events").get_json()["items"]]
+
+
+def test_a_herd_of_first_requests_scales_up_once(live_server, register, client):
+    # /start waits for the model like a first /infer does, through the same single flight; the test
+    # image (busybox nc) drops connections when twenty arrive at once without Docker's port proxy
+    model = register()
+
+    def call(i):
+        return requests.post(f"{live_server}/api/models/{model['id']}/start", json={}, timeout=90)
+
+    with ThreadPoolExecutor(20) as pool:
+        responses = list(pool.map(call, range(20)))
+    assert [r.status_code for r in responses] == [200] * 20
+    assert {r.json()["status"] for r in responses} == {"running"}
+    assert len(pods(model["id"])) == 1
+    scale = k8s.AppsV1Api(admin()).read_namespaced_deployment_scale(f"itest-{INSTANCE}-model-{model['id']}", NAMESPACE)
+    assert scale.spec.replicas == 1
+    assert events(client, model["id"]).count("started") == 1
+    assert client.post(f"/api/models/{model['id']}/infer", json={"x": 1}).get_json()["echo"] == {"x": 1}
+
+
+@on_cluster(idle_timeout_seconds=1)
+def test_idle_model_is_scaled_to_zero(app, client, register):
+    model = register()
+    assert client.post(f"/api/models/{model['id']}/infer", json={}).status_code == 200
+    with app.app_context():
+        context().activity.flush()
+        assert reap_idle(now=utcnow() + timedelta(seconds=3)) == [model["id"]]
+    assert shown(client, model["id"])["status"] == "stopped"
+    assert pods(model["id"]) == []
+    scale = k8s.AppsV1Api(admin()).read_namespaced_deployment_scale(f"itest-{INSTANCE}-model-{model['id']}", NAMESPACE)
+    assert not scale.spec.replicas
+
+
+@on_cluster(idle_timeout_seconds=1)
+def test_a_request_in_flight_is_never_cut(app, client, register, live_server):
+    model = register(image=SLOW)
+    assert client.post(f"/api/models/{model['id']}/start").status_code == 200
+    outcome = {}
+
+    def long_call():
+        outcome["response"] = requests.post(
+            f"{live_server}/api/models/{model['id']}/infer?seconds=3", data=b"{}", timeout=30
+        )
+
+    caller = threading.Thread(target=long_call)
+    caller.start()
+    stopped_during = []
+    with app.app_context():
+        eventually(lambda: context().activity.in_flight(model["id"]), 10, "the request to arrive")
+        while caller.is_alive():
+            stopped_during += reap_idle(now=utcnow() + timedelta(seconds=30))
+            db.session.remove()
+            time.sleep(0.3)
+    caller.join()
+    assert stopped_during == []
+    assert outcome["response"].status_code == 200 and outcome["response"].json() == {"slept": 3}
+    assert len(pods(model["id"])) == 1
+
+
+@on_cluster(max_running_containers=1, max_running_per_owner=1)
+def test_at_the_cap_the_least_recently_used_model_is_evicted(client, register):
+    first, second = register(model_name="first"), register(model_name="second")
+    assert client.post(f"/api/models/{first['id']}/infer", json={}).status_code == 200
+    assert client.post(f"/api/models/{second['id']}/infer", json={}).status_code == 200
+    assert shown(client, first["id"])["status"] == "stopped" and "evicted" in events(client, first["id"])
+    assert pods(first["id"]) == [] and len(pods(second["id"])) == 1
+
+
+def test_reconcile_adopts_notices_a_deleted_pod_and_removes_strays(app, client, register):
+    kept, killed, forgotten = (register(model_name=name) for name in ("kept", "killed", "forgotten"))
+    for model in (kept, killed, forgotten):
+        assert client.post(f"/api/models/{model['id']}/start").status_code == 200
+    core = k8s.CoreV1Api(admin())
+    [victim] = pods(killed["id"])
+    core.delete_namespaced_pod(victim.metadata.name, NAMESPACE, grace_period_seconds=0)
+    stray = k8s.V1Pod(
+        metadata=k8s.V1ObjectMeta(name=f"itest-{INSTANCE}-stray", labels=objects.model_labels(INSTANCE, 999_999)),
+        spec=k8s.V1PodSpec(
+            containers=[k8s.V1Container(name="model", image="inference-test/echo:1", image_pull_policy="Never")]
+        ),
+    )
+    core.create_namespaced_pod(NAMESPACE, stray)
+    with app.app_context():
+        row = db.session.get(ServedModel, forgotten["id"])  # as after a crash between start and commit
+        row.status, row.container_id, row.host_port, row.container_host = "stopped", None, None, None
+        db.session.commit()
+        report = reconcile()
+    assert report.adopted == [forgotten["id"]]
+    assert report.vanished == [killed["id"]]
+    assert stray.metadata.name in report.removed
+    assert shown(client, kept["id"])["status"] == "running"
+    assert shown(client, killed["id"])["status"] == "stopped" and "vanished" in events(client, killed["id"])
+    assert client.post(f"/api/models/{forgotten['id']}/infer", json={}).headers["X-Cold-Start"] == "false"
+    again = client.post(f"/api/models/{killed['id']}/infer", json={"n": 2})  # restarted on demand
+    assert again.status_code == 200 and again.headers["X-Cold-Start"] == "true"
+    assert len(pods(killed["id"])) == 1
+
+
+def test_a_pod_lost_under_a_request_is_retried_once(client, register):
+    model = register()
+    assert client.post(f"/api/models/{model['id']}/infer", json={}).status_code == 200
+    [pod] = pods(model["id"])
+    k8s.CoreV1Api(admin()).delete_namespaced_pod(pod.metadata.name, NAMESPACE, grace_period_seconds=0)
+    eventually(lambda: all(p.metadata.name != pod.metadata.name for p in pods(model["id"])), 20, "the pod to go")
+    # a pod deleted at once leaves the API first; its container is killed a moment later
+    eventually(lambda: not answers(pod.status.pod_ip), 30, "the deleted pod's container to stop")
+    response = client.post(f"/api/models/{model['id']}/infer", json={"n": 3})
+    assert response.status_code == 200 and response.get_json()["echo"] == {"n": 3}
+    assert response.headers["X-Cold-Start"] == "true"
+    assert "vanished" in events(client, model["id"])
+    [now] = pods(model["id"])
+    assert now.metadata.name != pod.metadata.name
