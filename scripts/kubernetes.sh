@@ -97,6 +97,7 @@ go_env() {
 }
 
 check_go() {
+    command -v go >/dev/null || [[ ! -x /usr/local/go/bin/go ]] || PATH="$PATH:/usr/local/go/bin"  # the upstream tarball's place
     command -v go >/dev/null || die "go not found on PATH (Go >= 1.24 is needed to build Kubernetes)"
     local v
     v="$(go env GOVERSION)"; v="${v#go}"
