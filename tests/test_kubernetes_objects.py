@@ -278,3 +278,49 @@ def test_runtime_setting_chooses_the_runtime():
 def test_bad_kubernetes_settings_are_named(env, named):
     with pytest.raises(ConfigError, match=named):
         Settings.from_env({"DATABASE_URL": "sqlite://", **env})
+
+
+def test_instance_is_addressed_only_once_claimed():
+    ready = [client.V1PodCondition(type="Ready", status="True")]
+    claimed = pod("Running", RUNNING, conditions=ready, labels={objects.MODEL_ID: "7", objects.REPLICA: "0"})
+    claimed.status.pod_ip = "10.244.0.9"
+    claimed.spec.node_name = "node-a"
+    claimed.metadata.annotations = template().metadata.annotations  # a pod carries its template's
+    found = status.instance(claimed, lambda model_id: f"inference-prod-model-{model_id}")
+    assert (found.model_id, found.replica, found.phase, found.node) == (7, 0, "running", "node-a")
+    assert (found.endpoint.host, found.endpoint.port, found.endpoint.instance_id) == ("10.244.0.9", 8080, "p")
+    assert (found.limits.memory_bytes, found.limits.cpus, found.limits.pids_limit) == (64 * 1024 * 1024, 0.5, None)
+    assert found.version == "1.0+build.3"
+
+    spare = pod("Running", RUNNING, conditions=ready, labels={objects.MODEL_ID: "7"})  # the ReplicaSet's own
+    spare.status.pod_ip = "10.244.0.10"
+    unclaimed = status.instance(spare, lambda model_id: f"inference-prod-model-{model_id}")
+    assert unclaimed.replica == -1 and unclaimed.model_id == 7 and unclaimed.endpoint is None
+
+    stray = status.instance(
+        pod("Running", RUNNING, labels={objects.MODEL_ID: "7", objects.REPLICA: "0"}, owner=None), lambda m: "x"
+    )
+    assert stray.model_id is None
+
+
+def test_claimable_pods_are_unclaimed_current_and_readiest_first():
+    current = template().metadata.annotations[objects.TEMPLATE_HASH]
+
+    def candidate(name, phase="Pending", state=None, labels=None, annotations=True, deleting=False, ready=False):
+        found = pod(phase, state, labels=labels, deleting=deleting)
+        found.metadata.name = name
+        found.metadata.annotations = {objects.TEMPLATE_HASH: current} if annotations else {}
+        if ready:
+            found.status.conditions = [client.V1PodCondition(type="Ready", status="True")]
+        return found
+
+    pods = [
+        candidate("pending"),
+        candidate("ready", "Running", RUNNING, ready=True),
+        candidate("claimed", "Running", RUNNING, labels={objects.REPLICA: "1"}),
+        candidate("old-template", "Running", RUNNING, annotations=False),
+        candidate("going", "Running", RUNNING, deleting=True),
+    ]
+    picked = status.claimable(pods, "inference-prod-model-7", current)
+    assert [p.metadata.name for p in picked] == ["ready", "pending"]
+    assert status.probe_path(pods[0]) == "/ready"

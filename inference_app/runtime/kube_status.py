@@ -1,4 +1,4 @@
-"""What a pod's status says, as pure functions: its phase in the runtime's words, and what went wrong.
+"""What a pod says, as pure functions: the Instance it is, its phase, and what went wrong.
 
 The Kubernetes runtime reads pods and decides with these; tests build V1Pod objects and check
 the verdicts without a cluster.
@@ -6,12 +6,15 @@ the verdicts without a cluster.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
 from kubernetes import client
+from kubernetes.utils import parse_quantity
 
 from . import kube_objects as objects
+from .base import Endpoint, Instance, Limits
 
 IMAGE_REASONS = frozenset(
     {
@@ -131,3 +134,71 @@ def replica_failure(replica_sets: list[client.V1ReplicaSet]) -> str | None:
             if condition.type == "ReplicaFailure" and condition.status == "True":
                 return condition.message or condition.reason or "the ReplicaSet cannot create pods"
     return None
+
+
+def instance(pod: client.V1Pod, deployment_for: Callable[[int], str]) -> Instance:
+    """The runtime's facts about a pod; model_id is None for a pod our Deployment did not make (a stray)."""
+    annotations = pod.metadata.annotations or {}
+    model_id = digits((pod.metadata.labels or {}).get(objects.MODEL_ID))
+    if model_id is not None and not owned_by(pod, deployment_for(model_id)):
+        model_id = None
+    pod_phase, exit_code = phase(pod)
+    container = container_spec(pod)
+    port = container.ports[0].container_port if container is not None and container.ports else None
+    replica = replica_of(pod)
+    endpoint = None
+    if pod_phase == "running" and pod.status.pod_ip and port and replica >= 0:
+        # only a claimed pod is addressed: one the ReplicaSet made by itself (a replacement) is
+        # not an instance the service started until a start claims it, so reconciliation
+        # treats a replaced pod as vanished, the same as on Docker
+        endpoint = Endpoint(host=pod.status.pod_ip, port=port, instance_id=pod.metadata.name)
+    state = container_status(pod)
+    started = state.state.running.started_at if state and state.state and state.state.running else None
+    return Instance(
+        instance_id=pod.metadata.name,
+        name=pod.metadata.name,
+        model_id=model_id,
+        replica=replica,
+        version=annotations.get(objects.VERSION),
+        phase=pod_phase,
+        exit_code=exit_code,
+        endpoint=endpoint,
+        started_at=started.isoformat() if started else None,
+        image=container.image if container is not None else "",
+        limits=limits(container),
+        node=pod.spec.node_name,
+    )
+
+
+def claimable(pods: list[client.V1Pod], deployment: str, template_hash: str) -> list[client.V1Pod]:
+    """Unclaimed pods of the Deployment's current template, readiest first."""
+    rank = {"running": 0, "created": 1, "exited": 2}
+    found = [
+        p
+        for p in pods
+        if replica_of(p) < 0
+        and p.metadata.deletion_timestamp is None
+        and owned_by(p, deployment)
+        and (p.metadata.annotations or {}).get(objects.TEMPLATE_HASH) == template_hash
+        and phase(p)[0] in rank
+    ]
+    return sorted(found, key=lambda p: (not ready(p), rank[phase(p)[0]], p.metadata.name))
+
+
+def probe_path(pod: client.V1Pod) -> str | None:
+    """The path the pod's readiness probe asks."""
+    container = container_spec(pod)
+    probe = container.readiness_probe if container is not None else None
+    return probe.http_get.path if probe is not None and probe.http_get is not None else None
+
+
+def limits(container: client.V1Container | None) -> Limits:
+    """Memory and CPU limits of the model's container (pid limits are the kubelet's, per node)."""
+    found = (container.resources.limits if container is not None and container.resources else None) or {}
+    memory = int(parse_quantity(found["memory"])) if "memory" in found else None
+    cpus = float(parse_quantity(found["cpu"])) if "cpu" in found else None
+    return Limits(memory_bytes=memory, cpus=cpus, pids_limit=None)
+
+
+def digits(value: str | None) -> int | None:
+    return int(value) if value and value.isdigit() else None
