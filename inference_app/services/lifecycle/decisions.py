@@ -91,9 +91,10 @@ def admit(owner: str, slots: list[Slot], cap: int, per_owner: int, beyond_owner_
     """Fair share across owners.
 
     An owner at their own limit can only make room among their own models. At the global cap
-    the owner holding the most slots gives one up first, least recently used first; models kept
-    warm are taken only from owners above their fair share (never an admin's pin), and only
-    when the one asking is below theirs. `beyond_owner_limit` is an admin pinning a model.
+    the owner holding the most slots gives one up first, least recently used first, and only an
+    owner holding more slots than the one asking gives one up at all; models kept warm are taken
+    only from owners above their fair share (never an admin's pin), and only when the one asking
+    is below theirs. `beyond_owner_limit` is an admin pinning a model.
     """
     mine = [s for s in slots if s.owner == owner]
     if not beyond_owner_limit and len(mine) >= per_owner:
@@ -102,7 +103,9 @@ def admit(owner: str, slots: list[Slot], cap: int, per_owner: int, beyond_owner_
         return Admission(True, "")
     held = Counter(s.owner for s in slots)
     share = fair_share(cap, len(set(held) | {owner}))
-    unpinned = [s for s in slots if s.running and not s.pinned]
+    # Only from oneself or from an owner holding more slots than the one asking: equal holders never
+    # take turns evicting each other, and nobody takes another owner's slot to rise above them.
+    unpinned = [s for s in slots if s.running and not s.pinned and (s.owner == owner or held[s.owner] > len(mine))]
     pinned = []
     if len(mine) < share:
         pinned = [s for s in slots if s.running and s.pinned and not s.pinned_by_admin and held[s.owner] > share]
