@@ -12,7 +12,6 @@ from conftest import NEVER_HEALTHY, managed_containers
 from inference_app.runtime import Endpoint
 from inference_app.runtime.readiness import HEALTH_BODY_LIMIT, health_answer
 
-
 HEALTH_PROBE = "printf 'GET /health HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {host} 8080"
 
 

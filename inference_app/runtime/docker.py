@@ -20,7 +20,7 @@ from ..config import Settings
 from ..errors import ContainerFailed, EngineUnavailable, ImageMissing
 from . import labels
 from .base import Endpoint, Instance, InstanceSpec, Limits, Runtime
-from .isolation import ModelsNetwork
+from .isolation import ModelNetworks, ModelsNetwork
 from .readiness import poll_ready
 
 logger = logging.getLogger(__name__)
@@ -45,6 +45,7 @@ class DockerRuntime(Runtime):
         self._http: urllib3.PoolManager | None = None
         self._http_pid = 0
         self._network = ModelsNetwork(settings.container_prefix, settings.instance_name)
+        self._model_networks = ModelNetworks(settings.docker_network, settings.instance_name)
 
     # -- plumbing -----------------------------------------------------------------------------
     @property
@@ -153,7 +154,7 @@ class DockerRuntime(Runtime):
         if s.model_user:
             kwargs["user"] = s.model_user
         if s.docker_network:
-            kwargs["network"] = s.docker_network
+            kwargs["network"] = self._call(self._model_networks.ensure, self.client, spec.model_id)
         else:
             kwargs["network"] = self._call(self._network.ensure, self.client)
             kwargs["ports"] = {f"{spec.port}/tcp": (s.publish_host, None)}
@@ -216,11 +217,24 @@ class DockerRuntime(Runtime):
             container = self._call(self.client.containers.get, instance_id)
         except docker.errors.NotFound:
             return False
+        self._remove(container, timeout)
+        model_id = _digits((container.labels or {}).get(labels.MODEL_ID))
+        if self.settings.docker_network and model_id is not None:
+            self._call(self._model_networks.release, self.client, model_id)
+        return True
+
+    def reach(self, instance: Instance) -> bool:
+        """Network form: join the instance's network if this process's container is not on it yet."""
+        if not self.settings.docker_network or instance.model_id is None:
+            return False
+        return self._call(self._model_networks.join, self.client, self._model_networks.name_for(instance.model_id))
+
+    def _remove(self, container, timeout: int | None) -> None:
         try:
             if container.status == "running":
                 self._call(container.stop, timeout=self.settings.stop_timeout_seconds if timeout is None else timeout)
         except docker.errors.NotFound:
-            return True
+            return
         except docker.errors.APIError as exc:
             logger.warning("stopping %s failed (%s); removing it by force", container.name, _short(exc))
         try:
@@ -230,7 +244,6 @@ class DockerRuntime(Runtime):
         except docker.errors.APIError as exc:
             if exc.status_code != 409:  # 409: removal already in progress
                 raise
-        return True
 
     def logs(self, instance_id: str, lines: int = 20) -> str:
         try:

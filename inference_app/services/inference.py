@@ -139,7 +139,7 @@ def _infer_entered(model: ModelView, body: bytes, headers, request_id: str, quer
         except ModelUnreachable:
             if attempt == 2 or not lifecycle.report_unreachable(model_id, readiness.endpoint):
                 raise
-            logger.info("model %s was gone; starting it again for request %s", model_id, request_id)
+            logger.info("model %s was unreachable; trying again for request %s", model_id, request_id)
             model = fresh_view(model_id)
             continue
         return InferenceResult(

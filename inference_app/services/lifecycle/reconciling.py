@@ -37,13 +37,14 @@ def _mark_vanished(model, now: datetime) -> None:
 def report_unreachable(model_id: int, endpoint: Endpoint) -> bool:
     """A forward could not connect: if the instance is gone, mark the model stopped.
 
-    Returns True when the model was found gone (so the caller may start it again).
+    Returns True when the model was found gone (so the caller may start it again), or alive but
+    unreachable from this process until now (so the caller may try it again).
     """
     ctx = context()
     ctx.running_models.forget(model_id)
     instance = ctx.runtime.inspect(endpoint.instance_id)
     if instance is not None and instance.running:
-        return False
+        return ctx.runtime.reach(instance)  # alive: worth another try only if a path was missing
     with lifecycle_transaction():
         model = transitions.locked(model_id, include_deleted=True)
         if model.state is Status.RUNNING and model.container_id == endpoint.instance_id:
