@@ -10,7 +10,7 @@ from ..errors import InvalidInput
 from ..services import inference, lifecycle, registry
 from ..services.context import context
 from . import bp
-from .access import caller
+from .access import caller, enter_inference, limit_rate
 from .params import bool_arg, int_arg, json_body
 from .serializers import model_to_dict
 
@@ -48,6 +48,7 @@ def show_model(model_id: int):
 
 @bp.post("/models/<int:model_id>/start")
 def start_model(model_id: int):
+    limit_rate()  # a start costs a container: the same per-token budget as an inference
     body = json_body(required=False)
     if not isinstance(body, dict):
         raise InvalidInput('the body must be a JSON object like {"keep_warm": true}')
@@ -73,9 +74,29 @@ def start_model(model_id: int):
 
 @bp.post("/models/<int:model_id>/infer")
 def infer(model_id: int):
-    principal = caller()
-    context().rate_limiter.check(principal.name if principal.token_id is None else f"token:{principal.token_id}")
-    model = inference.resolve(model_id, request.args.get("version") or None, principal)
+    limit_rate()
+    release = enter_inference()
+    try:
+        response = _forward_inference(model_id)
+    except BaseException:
+        release()
+        raise
+    if response.is_streamed:
+        response.call_on_close(release)  # a streamed answer stays in flight until it is sent
+    else:
+        release()
+    return response
+
+
+# The model's answer is served from our origin: it must never be sniffed into HTML or run script here.
+MODEL_ANSWER_HEADERS = {
+    "Content-Security-Policy": "sandbox; default-src 'none'",
+    "X-Content-Type-Options": "nosniff",
+}
+
+
+def _forward_inference(model_id: int) -> Response:
+    model = inference.resolve(model_id, request.args.get("version") or None, caller())
     request_id = g.request_id
     body = request.get_data(cache=False)
     query = urlencode([(k, v) for k, v in request.args.items(multi=True) if k != "version"])
@@ -88,6 +109,7 @@ def infer(model_id: int):
             "X-Request-ID": request_id,
             "X-Model-Id": str(result.model_id),
             "X-Model-Version": result.version,
+            **MODEL_ANSWER_HEADERS,
         }
     )
     content_type = headers.pop("Content-Type", "application/octet-stream")

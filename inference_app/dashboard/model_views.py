@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from flask import Response, flash, make_response, render_template, request, url_for
 from werkzeug.datastructures import MultiDict
 
+from ..api.params import whole_number
 from ..errors import InvalidInput, ServiceError
 from ..extensions import db
 from ..models import ServedModel, Status
@@ -34,13 +35,14 @@ class Filters:
     @classmethod
     def from_args(cls, args: MultiDict) -> Filters:
         raw_page = (args.get("page") or "1").strip()
-        if not raw_page.isdigit() or int(raw_page) < 1:
+        page = whole_number("page", raw_page)
+        if page < 1:
             raise InvalidInput(f"page must be a whole number from 1, got {raw_page[:16]!r}", field="page")
         return cls(
             q=(args.get("q") or "").strip(),
             user_id=(args.get("user_id") or "").strip(),
             status=(args.get("status") or "").strip(),
-            page=min(int(raw_page), 10**7),
+            page=min(page, 10**7),
         )
 
     def url(self, page: int) -> str:
