@@ -86,6 +86,7 @@ UNKNOWN_CACHE_SIZE = 2_000
 _valid = _RecentCache(VALID_CACHE_SIZE)
 _unknown = _RecentCache(UNKNOWN_CACHE_SIZE)
 _cache_lock = threading.Lock()
+clock = time.monotonic  # the cache's notion of now (tests hold it still)
 
 
 def hash_token(token: str) -> str:
@@ -143,7 +144,7 @@ def principal_for_token(token: str) -> Principal | None:
 
 def principal_for_hash(digest: str) -> Principal | None:
     """The principal of an active token by its hash (what a dashboard session keeps)."""
-    now = time.monotonic()
+    now = clock()
     with _cache_lock:
         for cache in (_valid, _unknown):
             found, principal = cache.get(digest, now)
@@ -161,12 +162,6 @@ def principal_for_hash(digest: str) -> Principal | None:
             _valid.pop(digest)
             _unknown.put(digest, now, None)
     return principal
-
-
-def is_cached(digest: str) -> bool:
-    """Whether a token's hash is remembered as valid (for tests and diagnostics)."""
-    with _cache_lock:
-        return digest in _valid
 
 
 def forget_cached_tokens() -> None:
