@@ -67,6 +67,10 @@ def test_start_is_rate_limited_with_the_inference_budget(client, register, token
     # one budget for starts and inferences alike; another token has its own
     assert client.post(f"/api/models/{model['id']}/infer", json={}, headers=alice).status_code == 429
     assert client.post(f"/api/models/{model['id']}/start", headers=bearer(tokens["admin"])).status_code == 200
+    sign_in(client, tokens["alice"])  # the dashboard's Start spends the same budget
+    csrf = re.search(r'"X-CSRFToken": "([^"]+)"', client.get("/").get_data(as_text=True)).group(1)
+    from_page = client.post(f"/models/{model['id']}/start", data={"csrf_token": csrf}, headers={"HX-Request": "true"})
+    assert from_page.status_code == 429 and "requests a minute" in from_page.get_data(as_text=True)
 
 
 # -- 2. inferences in flight per token ----------------------------------------------------------------

@@ -19,25 +19,13 @@ def caller() -> auth.Principal:
     return g.principal
 
 
-def limit_key(principal: auth.Principal) -> str:
-    """What the per-token limits count by: the token, or one shared key when auth is off."""
-    return principal.name if principal.token_id is None else f"token:{principal.token_id}"
-
-
 def limit_rate() -> None:
     """Take one request from the caller's RATE_LIMIT_PER_MINUTE bucket (inference and starts)."""
-    context().rate_limiter.check(limit_key(caller()))
+    context().rate_limiter.check(rate_limit.key_of(caller()))
 
 
 def enter_inference() -> Callable[[], None]:
-    """Count an inference in against MAX_CONCURRENT_INFERENCES_PER_TOKEN; returns its release.
-
-    Only tokens are limited: with AUTH_DISABLED every caller is the same anonymous admin.
-    """
-    principal = caller()
-    if principal.token_id is None:
-        return lambda: None
-    return rate_limit.concurrency().acquire(limit_key(principal))
+    return rate_limit.enter_inference(caller())
 
 
 def install(bp: Blueprint) -> None:

@@ -12,7 +12,8 @@ from flask import make_response, render_template, request
 from ..errors import InvalidInput, ServiceError
 from ..extensions import db
 from ..models import ServedModel
-from ..services import inference, registry
+from ..services import inference, rate_limit, registry
+from ..services.context import context
 from ..services.model_view import ModelView
 from . import bp
 from .formatting import pretty_json
@@ -125,7 +126,12 @@ def infer_model(model_id: int):
     text = request.form.get("body", "")
     answer, error, status = None, None, 200
     try:
-        answer = _ask(model, text)
+        context().rate_limiter.check(rate_limit.key_of(viewer()))  # the API's per-token limits
+        release = rate_limit.enter_inference(viewer())
+        try:
+            answer = _ask(model, text)
+        finally:
+            release()
     except ServiceError as exc:
         db.session.rollback()
         error, status = exc.message, exc.status

@@ -13,7 +13,8 @@ from ..api.params import whole_number
 from ..errors import InvalidInput, ServiceError
 from ..extensions import db
 from ..models import ServedModel, Status
-from ..services import insights, lifecycle, registry
+from ..services import insights, lifecycle, rate_limit, registry
+from ..services.context import context
 from . import bp
 from .chart import inference_chart
 from .htmx import is_htmx, page_or_partial, redirect_back
@@ -135,6 +136,7 @@ def start_model(model_id: int):
     model = registry.get_model(model_id, visible_to=viewer())
     since = time.time()
     try:
+        context().rate_limiter.check(rate_limit.key_of(viewer()))  # the API's per-token budget
         lifecycle.request_start(model, wait=False, keep_warm=False)
     except ServiceError as exc:
         return _after_action(model_id, since, exc)

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from flask import Flask, current_app
 
 from ..errors import RateLimited
+from .auth import Principal
 
 EXTENSION = "inference_concurrency"
 
@@ -88,6 +89,21 @@ class ConcurrencyLimiter:
     def in_flight(self, key: str) -> int:
         with self._lock:
             return self._in_flight.get(key, 0)
+
+
+def key_of(principal: Principal) -> str:
+    """What the per-token limits count by: the token, or one shared key when auth is off."""
+    return principal.name if principal.token_id is None else f"token:{principal.token_id}"
+
+
+def enter_inference(principal: Principal) -> Callable[[], None]:
+    """Count an inference in against MAX_CONCURRENT_INFERENCES_PER_TOKEN; returns its release.
+
+    Only tokens are limited: with AUTH_DISABLED every caller is the same anonymous admin.
+    """
+    if principal.token_id is None:
+        return lambda: None
+    return concurrency().acquire(key_of(principal))
 
 
 def init_app(app: Flask, per_token: int) -> None:
