@@ -97,6 +97,10 @@ class Settings:
     auth_disabled: bool = False
     image_allowlist: str = ""
     rate_limit_per_minute: int = 1200
+    max_concurrent_inferences_per_token: int = 16
+    session_lifetime_seconds: int = 12 * 3600
+    session_cookie_secure: bool = False
+    metrics_token: str = ""
     kafka_bootstrap_servers: str = ""
     kafka_group_id: str = "inference-service"
     kafka_topic_uploaded: str = "model.uploaded"
@@ -217,6 +221,9 @@ _PARSERS = {
     "log_json": parse_bool,
     "auth_disabled": parse_bool,
     "rate_limit_per_minute": _int(0),
+    "max_concurrent_inferences_per_token": _int(0),
+    "session_lifetime_seconds": _int(60, 31 * 24 * 3600),
+    "session_cookie_secure": parse_bool,
     "kafka_max_event_bytes": _int(256, 16 * 1024 * 1024),
     "kafka_batch_size": _int(1, 100_000),
 }

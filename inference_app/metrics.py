@@ -8,6 +8,7 @@ registry and the background runner's heartbeat at scrape time, so every process 
 
 from __future__ import annotations
 
+import hmac
 import os
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -36,6 +37,14 @@ COLD_START = Histogram(
 )
 HTTP_REQUESTS = Counter("http_requests_total", "HTTP requests by route and status", ["route", "status"])
 WAITERS = Gauge("inference_start_waiters", "Requests waiting for a model to start", multiprocess_mode="livesum")
+
+
+def scrape_allowed(metrics_token: str, authorization: str | None) -> bool:
+    """Whether a scrape may read /metrics: always without METRICS_TOKEN, else with it as a Bearer token."""
+    if not metrics_token:
+        return True
+    scheme, _, presented = (authorization or "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(presented.strip().encode(), metrics_token.encode())
 
 
 def exposition(settings) -> bytes:

@@ -68,7 +68,8 @@ def _errors(*codes: int) -> dict:
         403: "The token may not do this",
         404: "Unknown model (or another owner's)",
         413: "Body larger than MAX_REQUEST_BYTES",
-        429: "Rate limited; see Retry-After",
+        415: "A write needs Content-Type: application/json (infer: see its description)",
+        429: "Rate limited, or too many inferences in flight for this token; see Retry-After",
         502: "The container failed, or its image is missing",
         503: "Docker engine unreachable, no capacity, or too many waiting; see Retry-After",
         504: "Start or inference timeout",
@@ -132,7 +133,7 @@ def document() -> dict:
                     "responses": {
                         "201": _json(model_ref, "Registered"),
                         "200": _json(model_ref, "Updated"),
-                        **_errors(400, 401, 403, 413),
+                        **_errors(400, 401, 403, 413, 415),
                     },
                 },
             },
@@ -162,7 +163,7 @@ def document() -> dict:
                     "responses": {
                         "200": _json(model_ref, "Running"),
                         "202": _json(model_ref, "Starting"),
-                        **_errors(400, 401, 404, 502, 503, 504),
+                        **_errors(400, 401, 404, 415, 429, 502, 503, 504),
                     },
                 }
             },
@@ -170,7 +171,9 @@ def document() -> dict:
                 "post": {
                     "summary": "Forward an inference request to the model (starting it if needed)",
                     "description": "The body and Content-Type (JSON or any other) go to the model's predict_path; the model's status, "
-                    "body and content type come back, with X-Cold-Start, X-Start-Wait-Ms and X-Request-ID.",
+                    "body and content type come back, with X-Cold-Start, X-Start-Wait-Ms and X-Request-ID, and with "
+                    "`Content-Security-Policy: sandbox; default-src 'none'` and `X-Content-Type-Options: nosniff`. "
+                    "text/plain and form bodies (which any web page can send) need an X-Requested-With header.",
                     "parameters": [
                         MODEL_ID,
                         _query("version", {**NAME, "maxLength": 64}, "This version, not the newest"),
@@ -179,7 +182,7 @@ def document() -> dict:
                     "responses": {
                         "200": {"description": "The model's answer (any status the model gives is passed on)"},
                         "default": {"description": "The model's own status and body, passed on"},
-                        **_errors(401, 404, 413, 429, 502, 503, 504),
+                        **_errors(401, 404, 413, 415, 429, 502, 503, 504),
                     },
                 }
             },
@@ -187,7 +190,7 @@ def document() -> dict:
                 "post": {
                     "summary": "Stop and remove the container (idempotent)",
                     "parameters": [MODEL_ID],
-                    "responses": {"200": _json(model_ref, "Stopped"), **_errors(401, 404, 503)},
+                    "responses": {"200": _json(model_ref, "Stopped"), **_errors(401, 404, 415, 503)},
                 }
             },
             "/api/models/{model_id}/lifecycle-events": {
@@ -251,9 +254,12 @@ def document() -> dict:
             },
             "/metrics": {
                 "get": {
-                    "summary": "Prometheus metrics",
+                    "summary": "Prometheus metrics; with METRICS_TOKEN set, only for 'Authorization: Bearer <METRICS_TOKEN>'",
                     "security": [],
-                    "responses": {"200": {"description": "Text exposition"}},
+                    "responses": {
+                        "200": {"description": "Text exposition"},
+                        "401": {"description": "METRICS_TOKEN is set and was not sent"},
+                    },
                 }
             },
         },

@@ -39,7 +39,7 @@ def events():
     error = None
     if kind and kind not in EVENT_KINDS:
         error = f"kind must be one of {', '.join(EVENT_KINDS)}"
-    elif raw_before and not (raw_before.isdigit() and len(raw_before) <= 18):
+    elif raw_before and not (raw_before.isascii() and raw_before.isdigit() and len(raw_before) <= 18):
         error = "before must be an event number"
     rows = []
     if error is None:

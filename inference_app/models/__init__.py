@@ -1,6 +1,7 @@
 """SQLAlchemy models, one concept a module."""
 
 from .api_token import ApiToken
+from .dashboard_session import DashboardSession
 from .heartbeat import Heartbeat
 from .inference_minute import InferenceMinute
 from .ingestion import DeadLetter, IngestedEvent
@@ -11,6 +12,7 @@ from .status import ACTIVE, Status
 __all__ = [
     "ACTIVE",
     "ApiToken",
+    "DashboardSession",
     "DeadLetter",
     "EventKind",
     "Heartbeat",

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from ..errors import ModelUnreachable, QueueFull
 from ..extensions import db
 from ..metrics import INFERENCE_LATENCY, INFERENCE_REQUESTS
-from . import lifecycle, registry
+from . import lifecycle, rate_limit, registry
 from .auth import Principal, sees_everything
 from .context import context
 from .forwarding import forward
@@ -45,7 +45,7 @@ class InferenceResult:
 
 def admit(model_id: int, version: str | None, caller: Principal) -> ModelView:
     """The way in for every inference (API and dashboard): the caller's rate limit, then resolve."""
-    context().rate_limiter.check(caller.name if caller.token_id is None else f"token:{caller.token_id}")
+    context().rate_limiter.check(rate_limit.key_of(caller))
     return resolve(model_id, version, caller)
 
 
