@@ -110,7 +110,7 @@ class Process:
 
 
 class Web(Process):
-    """gunicorn with its workers on a free port of 127.0.0.1, returned once every worker has booted."""
+    """gunicorn on a free port of 127.0.0.1, returned once it answers: with `workers`, once each has booted."""
 
     def __init__(self, env: dict[str, str], log: Path, workers: int | None = None, timeout: float = 60):
         self.port = free_port()
@@ -118,7 +118,7 @@ class Web(Process):
         env = {**env, "PORT": str(self.port)}
         if workers is not None:
             env["WEB_CONCURRENCY"] = str(workers)
-        self.workers = int(env.get("WEB_CONCURRENCY", "1"))
+        self.workers = workers or 1
         super().__init__([str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"], env, log)
         try:
             wait_for(self._up, timeout, f"gunicorn did not come up on {self.base}; see {log}")
