@@ -25,7 +25,8 @@ die() { echo "private-dockerd: ERROR: $*" >&2; exit 1; }
 usage() { sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 [[ $# -ge 2 ]] || usage
 command=$1 name=$2 owner=${3:-$PPID}
-[[ $name =~ ^[A-Za-z0-9_.-]{1,40}$ ]] || die "instance name must be 1-40 of [A-Za-z0-9_.-], got '$name'"
+[[ $name =~ ^[A-Za-z0-9]+([._-][A-Za-z0-9]+)*$ && ${#name} -le 40 ]] \
+  || die "instance name must be letters and digits, joined by single . _ or -, at most 40, got '$name'"
 [[ $(id -u) -eq 0 ]] || die "a private dockerd needs root"
 command -v dockerd >/dev/null 2>&1 && command -v docker >/dev/null 2>&1 \
   || die "dockerd and docker are needed (bash scripts/docker-engine.sh installs them)"
@@ -51,11 +52,15 @@ daemon_pid() {  # the running dockerd of instance home $1, if any
   return 0
 }
 
+running() {  # pid $1 exists and is not a zombie
+  [[ -r /proc/$1/stat ]] && [[ $(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1) != Z ]]
+}
+
 answers() { timeout 10 docker -H "unix://$1/docker.sock" version >/dev/null 2>&1; }
 
 wait_gone() {  # pid, seconds
   local _
-  for _ in $(seq 1 $(($2 * 10))); do [[ -d /proc/$1 ]] || return 0; sleep 0.1; done
+  for _ in $(seq 1 $(($2 * 10))); do running "$1" || return 0; sleep 0.1; done
   return 1
 }
 
@@ -76,7 +81,7 @@ stop_daemon() {
 kill_leftovers() {  # container shims (and so their containers) of a dead instance
   local home=$1 shim child
   for shim in $(pids_of containerd-shim "-address $home/exec/containerd/containerd.sock"); do
-    for child in $(awk -v p="$shim" '$4 == p { print $1 }' /proc/[0-9]*/stat 2>/dev/null); do
+    for child in $(ps -o pid= --ppid "$shim"); do
       kill -KILL "$child" 2>/dev/null || true  # a container's init: its whole pid namespace goes with it
     done
     kill -KILL "$shim" 2>/dev/null || true
@@ -118,7 +123,7 @@ sweep_orphans() {  # instances whose owner process is gone (a crashed or killed 
     home=${home%/}
     [[ -f $home/owner ]] || continue
     owner_pid=$(cat "$home/owner")
-    if [[ ! -d /proc/$owner_pid ]]; then
+    if ! running "$owner_pid"; then
       log "cleaning up instance $(basename "$home") (its owner $owner_pid is gone)"
       clean "$home"
     fi
