@@ -64,7 +64,8 @@ def caught_up(settings: dict[str, str]) -> bool:
     try:
         topic = settings["kafka_topic_uploaded"]
         parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        committed = admin.list_consumer_group_offsets(settings["kafka_group_id"])
+        group = settings["kafka_group_id"]
+        committed = admin.list_group_offsets({group: None}).get(group, {})
         ends = consumer.end_offsets(parts)
         return bool(parts) and all(p in committed and committed[p].offset == ends[p] for p in parts)
     finally:
