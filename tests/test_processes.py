@@ -115,11 +115,11 @@ def test_slow_request_outlives_the_idle_timeout_in_another_process(fresh_db, doc
     response = requests.post(f"{base}/api/models/{model['id']}/infer?seconds=6", data=b"{}", timeout=60)
     assert response.status_code == 200 and response.json() == {"slept": 6}
 
-    def stopped():
+    def shown_once_stopped():
         shown = requests.get(f"{base}/api/models/{model['id']}", timeout=5).json()
         return shown["status"] == "stopped" and shown
 
-    stopped = wait_for(stopped, 30, "the idle model was never stopped")
+    stopped = wait_for(shown_once_stopped, 30, "the idle model was never stopped")
     stops = requests.get(f"{base}/api/lifecycle-events?kind=idle_stopped", timeout=5).json()["items"]
     assert [s["model_id"] for s in stops] == [model["id"]]
     # by the service's own clock: stopped no sooner than the idle timeout after the request ended
@@ -225,8 +225,8 @@ def test_listener_process_killed_mid_stream_loses_and_doubles_nothing(fresh_db, 
 def private_engine(docker_client):
     """A Docker engine of this test's own, with the echo image: the fault stops it, not the shared one."""
     engine = PrivateEngine(f"{INSTANCE}-faults")
-    engine.start()  # also removes what a crashed earlier run left
     try:
+        engine.start()  # also removes what a crashed earlier run left
         engine.load_images(docker_client, ECHO)
         yield engine
     finally:
