@@ -30,6 +30,12 @@ command=$1 name=$2 owner=${3:-$PPID}
 [[ $(id -u) -eq 0 ]] || die "a private dockerd needs root"
 command -v dockerd >/dev/null 2>&1 && command -v docker >/dev/null 2>&1 \
   || die "dockerd and docker are needed (bash scripts/docker-engine.sh installs them)"
+if ! command -v ip >/dev/null 2>&1 || ! command -v ps >/dev/null 2>&1; then  # not in slim images
+  log "installing iproute2 and procps (apt-get)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq iproute2 procps >/dev/null 2>&1 \
+    || { apt-get update -qq >/dev/null && apt-get install -y -qq iproute2 procps >/dev/null; }
+fi
 
 home_of() { echo "$INSTANCES/$1"; }
 
