@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-import time
 import uuid
 
 import pytest
+from waiting import wait_for  # noqa: F401  (test_kafka.py imports it from here)
 
 BOOTSTRAP = os.environ.get("TEST_KAFKA_BOOTSTRAP_SERVERS", "")
 
@@ -54,12 +54,20 @@ def send(prod, topic: str, event, key: str | None = None) -> None:
     prod.send(topic, value=value, key=key.encode() if key else None)
 
 
-def wait_for(predicate, timeout: float, message: str, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"{message} (waited {timeout} s)")
-        time.sleep(interval)
+def caught_up(settings: dict[str, str]) -> bool:
+    """The consumer group has committed the end of every partition of the uploaded topic: nothing is left to read."""
+    from kafka import KafkaConsumer, TopicPartition
+    from kafka.admin import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=BOOTSTRAP, request_timeout_ms=20_000)
+    consumer = KafkaConsumer(bootstrap_servers=BOOTSTRAP)
+    try:
+        topic = settings["kafka_topic_uploaded"]
+        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        group = settings["kafka_group_id"]
+        committed = admin.list_group_offsets({group: None}).get(group, {})
+        ends = consumer.end_offsets(parts)
+        return bool(parts) and all(p in committed and committed[p].offset == ends[p] for p in parts)
+    finally:
+        consumer.close()
+        admin.close()

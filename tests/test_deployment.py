@@ -10,7 +10,6 @@ network. The compose file is checked by Debian's docker-compose.
 import os
 import shutil
 import subprocess
-import time
 import uuid
 
 import pytest
@@ -30,9 +29,10 @@ from deployment_support import (
     wait_log,
 )
 from flask_migrate import upgrade
-from kafka_support import create_topics, fresh_topics, producer, require_kafka, send, wait_for
+from kafka_support import create_topics, fresh_topics, producer, require_kafka, send
 from service_process import free_port
 from sqlalchemy import URL, create_engine, make_url, text
+from waiting import wait_for
 
 from inference_app import create_app
 from inference_app.coordination import MIGRATION_LOCK as MIGRATION_LOCK_KEY
@@ -54,7 +54,6 @@ def service_env(**overrides: str) -> dict[str, str]:
         "STOP_TIMEOUT_SECONDS": "1",
         "DEFAULT_MEMORY": "64m",
         "START_TIMEOUT_SECONDS": "30",
-        "EXAMPLE_MODEL": "false",
         "DATABASE_WAIT_SECONDS": "30",
         "WEB_CONCURRENCY": "2",
         "GUNICORN_THREADS": "8",
@@ -70,9 +69,9 @@ def service_image():
 
 
 @pytest.fixture(scope="module")
-def empty_schema(docker_client):
+def empty_schema(database_url, docker_client):
     """The test database with an empty schema, for the containers to migrate; left at head afterwards."""
-    engine = create_engine(PG_URL)
+    engine = create_engine(database_url)
     with engine.begin() as conn:
         conn.execute(text("SET lock_timeout = '20s'"))
         conn.execute(text("DROP SCHEMA public CASCADE"))
@@ -208,11 +207,10 @@ class TestOnTheHostNetwork:
     def test_the_standby_worker_takes_over_when_the_active_one_stops(self, host_deployment):
         active = host_deployment.active_worker()
         [standby] = [w for w in host_deployment.workers if w.id != active.id]
-        began = time.monotonic()
         active.stop(timeout=20)
         active.reload()
-        assert active.attrs["State"]["ExitCode"] == 0, logs(active)[-2000:]  # SIGTERM handled by PID 1
-        assert time.monotonic() - began < 15
+        # 0, not 137: PID 1 handled SIGTERM and exited before Docker's SIGKILL
+        assert active.attrs["State"]["ExitCode"] == 0, logs(active)[-2000:]
         wait_log(standby, ACTIVE, 20)
         prod = producer()
         echo = {"user_id": "deploy", "model_name": "echo", "image": ECHO}
@@ -326,6 +324,7 @@ def compose(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.services  # Debian's docker-compose, which `make test` installs
 def test_the_compose_file_is_valid_and_wires_the_services():
     checked = compose("config", "-q", env=COMPOSE_ENV)
     assert checked.returncode == 0, checked.stderr
