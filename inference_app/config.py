@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
+
+from .units import parse_memory
 
 
 class ConfigError(ValueError):
@@ -90,6 +93,10 @@ class Settings:
     max_cpus: float = 2.0
     pids_limit: int = 256
     read_only_rootfs: bool = False
+    max_running_per_owner: int = 0  # 0: half of MAX_RUNNING_CONTAINERS, at least 1
+    model_user: str = ""  # e.g. "65534:65534": run model containers as this user, not root
+    model_log_max_size: str = "10m"  # json-file log rotation of model containers
+    model_log_max_files: int = 3
     max_waiters_per_model: int = 500
     queue_timeout_seconds: float = 60.0
     run_background: str = "auto"
@@ -150,8 +157,6 @@ class Settings:
             raise ConfigError(f"MAX_RUNNING_CONTAINERS must be at least 1, got {self.max_running_containers}")
         if not (self.database_url.startswith("sqlite") or self.database_url.startswith("postgresql")):
             raise ConfigError(f"DATABASE_URL must be a sqlite:// or postgresql:// URL, got {self.database_url!r}")
-        from .runtime.resources import parse_memory
-
         try:
             parse_memory("DEFAULT_MEMORY", self.default_memory)
             parse_memory("MAX_MEMORY", self.max_memory)
@@ -206,6 +211,26 @@ class Settings:
         return self.run_background == "web"
 
 
+_MODEL_USER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,31})?$")
+_LOG_SIZE = re.compile(r"^[1-9][0-9]{0,5}[kmg]$")
+
+
+def _model_user(name: str, raw: str) -> str:
+    value = raw.strip()
+    if not _MODEL_USER.match(value):
+        raise ConfigError(
+            f"{name} must be a user or uid, optionally with :group or :gid (like 65534:65534), got {raw!r}"
+        )
+    return value
+
+
+def _log_size(name: str, raw: str) -> str:
+    value = raw.strip().lower()
+    if not _LOG_SIZE.match(value):
+        raise ConfigError(f"{name} must be a size like 10m, 512k or 1g, got {raw!r}")
+    return value
+
+
 def _int(minimum: int, maximum: int | None = None):
     return lambda name, raw: parse_int(name, raw, minimum, maximum)
 
@@ -229,6 +254,10 @@ _PARSERS = {
     "max_cpus": _float(0.01),
     "pids_limit": _int(16),
     "read_only_rootfs": parse_bool,
+    "max_running_per_owner": _int(0, 10_000),
+    "model_user": lambda n, r: _model_user(n, r),
+    "model_log_max_size": lambda n, r: _log_size(n, r),
+    "model_log_max_files": _int(1, 100),
     "max_waiters_per_model": _int(1),
     "queue_timeout_seconds": _float(0.1),
     "run_background": lambda n, r: parse_choice(n, r, ("auto", "web", "worker")),

@@ -47,19 +47,9 @@ class ModelNotFound(ServiceError):
     code = "model_not_found"
 
 
-class NotFound(ServiceError):
-    status = 404
-    code = "not_found"
-
-
 class Conflict(ServiceError):
     status = 409
     code = "conflict"
-
-
-class PayloadTooLarge(ServiceError):
-    status = 413
-    code = "payload_too_large"
 
 
 class ContainerFailed(ServiceError):
@@ -85,6 +75,11 @@ class EngineUnavailable(ServiceError):
 class NoCapacity(ServiceError):
     status = 503
     code = "no_capacity"
+
+
+class OwnerLimitReached(ServiceError):
+    status = 429
+    code = "owner_limit"
 
 
 class QueueFull(ServiceError):

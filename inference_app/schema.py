@@ -17,9 +17,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
-from .services.activity import dedicated_connection
-
-MIGRATION_LOCK_KEY = 7_342_003  # beside claims' 7_342_001 and the background election's 7_342_002
+from .coordination import MIGRATION_LOCK, dedicated_connection, is_postgres, session_lock, try_session_lock
 
 
 class DatabaseUnreachable(RuntimeError):
@@ -66,16 +64,14 @@ def current_revision(engine: Engine) -> str | None:
 @contextmanager
 def migration_lock(engine: Engine) -> Iterator[bool]:
     """Hold the migration lock (PostgreSQL); yields whether another process had it first."""
-    if engine.dialect.name != "postgresql":
+    if not is_postgres(engine):
         yield False  # SQLite: one process owns the file
         return
     conn = dedicated_connection(engine)
     try:
-        with conn.cursor() as cursor:
-            cursor.execute("SELECT pg_try_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
-            waited = not cursor.fetchone()[0]
-            if waited:
-                cursor.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
+        waited = not try_session_lock(conn, MIGRATION_LOCK)
+        if waited:
+            session_lock(conn, MIGRATION_LOCK)
         yield waited
     finally:
         conn.close()  # ends the session, and the lock with it

@@ -13,13 +13,9 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE="${INFERENCE_CACHE_DIR:-$HOME/.cache/inference-service}"
 TEST_IMAGES=(echo never-healthy crash slow)
 
-log() { echo "build-images: $*" >&2; }
-die() { echo "build-images: ERROR: $*" >&2; exit 1; }
-apt_install() {
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null 2>&1 \
-    || { apt-get update -qq >/dev/null 2>&1 \
-         && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null 2>&1; }
-}
+LOG_NAME=build-images
+# shellcheck source=prepared-image.sh
+source "$ROOT/scripts/prepared-image.sh"  # log, die, apt_install, image_current
 
 FORCE=0 VERIFY=0 NAMES=()
 for arg in "$@"; do
@@ -83,8 +79,7 @@ src_hash() { # over the image's sources, the shared gateway and the busybox bina
 build_test_image() {
   local name=$1 image="inference-test/$1:1" hash ctx t0
   hash="$(src_hash "$name")"
-  if [[ $FORCE == 0 ]] && docker image inspect "$image" >/dev/null 2>&1 \
-     && [[ "$(docker image inspect -f '{{index .Config.Labels "inference.src-hash"}}' "$image")" == "$hash" ]]; then
+  if [[ $FORCE == 0 ]] && image_current "$image" "$hash"; then
     return 0
   fi
   t0=$(date +%s%N)

@@ -19,17 +19,10 @@ BASE_IMAGE="${BASE_IMAGE:-$LOCAL_BASE}"
 # what goes into the image (the Dockerfile's COPY lines)
 SOURCES=(Dockerfile requirements.txt wsgi.py gunicorn.conf.py migrations templates inference_app docker)
 
-FORCE=0
-for arg in "$@"; do
-  case "$arg" in
-    --force) FORCE=1 ;;
-    *) echo "usage: $0 [--force]" >&2; exit 2 ;;
-  esac
-done
-
-log() { echo "service-image: $*" >&2; }
-die() { echo "service-image: ERROR: $*" >&2; exit 1; }
-have_image() { docker image inspect "$1" >/dev/null 2>&1; }
+LOG_NAME=service-image
+# shellcheck source=prepared-image.sh
+source "$ROOT/scripts/prepared-image.sh"
+force_flag "$@"
 
 "$ROOT/scripts/docker-engine.sh"
 mkdir -p "$CACHE"
@@ -47,51 +40,31 @@ fi
 src_hash() { # the image's files, this script and the base image's id
   { (cd "$ROOT" && find "${SOURCES[@]}" -type f ! -path '*/__pycache__/*' ! -name '*.pyc' -print0 \
        | LC_ALL=C sort -z | xargs -0 sha256sum)
-    sha256sum <"$ROOT/scripts/build-service-image.sh"
+    cat "$ROOT/scripts/build-service-image.sh" "$ROOT/scripts/prepared-image.sh" | sha256sum
     docker image inspect -f '{{.Id}}' "$BASE_IMAGE"
   } | sha256sum | cut -c1-16
 }
 HASH="$(src_hash)"
-if [[ $FORCE == 0 ]] && have_image "$IMAGE" \
-   && [[ "$(docker image inspect -f '{{index .Config.Labels "inference.src-hash"}}' "$IMAGE")" == "$HASH" ]]; then
+if [[ $FORCE == 0 ]] && image_current "$IMAGE" "$HASH"; then
   echo "$IMAGE"
   exit 0
 fi
 
 # ---- (b) site-packages ----
-# the folder name changes with requirements.txt and with this recipe's version
-site="$CACHE/service-site/$( (echo site-recipe-1; cat "$ROOT/requirements.txt") | sha256sum | cut -c1-12)"
-if [[ ! -f $site/.complete ]]; then
-  python3 -m pip --version >/dev/null 2>&1 || die "no pip for the host's python3 (apt-get install python3-pip)"
-  log "pip install --target requirements.txt (cp311 manylinux wheels) into $site"
-  t0=$SECONDS
-  rm -rf "$site"
-  mkdir -p "$site"
-  python3 -m pip install -q --disable-pip-version-check --no-compile --target "$site" \
-      --only-binary=:all: --platform manylinux2014_x86_64 --python-version 3.11 --implementation cp \
-      -r "$ROOT/requirements.txt" >"$site.pip.log" 2>&1 \
-    || { cat "$site.pip.log" >&2; die "pip install failed"; }
-  rm -f "$site.pip.log"
-  touch "$site/.complete"
-  log "cached site-packages in $((SECONDS - t0)) s"
-fi
+# the folder name changes with requirements.txt and with this recipe's version (the Dockerfile's
+# deps stage drops bin/ and byte-compiles)
+site="$(prepared_site "$CACHE/service-site" site-recipe-1 0 "$ROOT/requirements.txt")"
 
 # ---- (c) docker build ----
 WORK="$(mktemp -d "$CACHE/service-build.XXXXXX")"
 trap 'rm -rf "$WORK"' EXIT
 ctx="$WORK/ctx"
-mkdir -p "$ctx/prepared"
+mkdir -p "$ctx"
 tar -C "$ROOT" --exclude=__pycache__ --exclude='*.pyc' -cf - "${SOURCES[@]}" | tar -C "$ctx" -xf -
-# hard links are enough for a build context (same file system as the cache)
-cp -al "$site" "$ctx/prepared/site-packages" 2>/dev/null || cp -a "$site" "$ctx/prepared/site-packages"
-rm -f "$ctx/prepared/site-packages/.complete"
 log "docker build $IMAGE from $BASE_IMAGE"
 t0=$SECONDS
 previous="$(docker image inspect -f '{{.Id}}' "$IMAGE" 2>/dev/null || true)"
-# the classic builder: this Docker engine's client may have no buildx plugin
-DOCKER_BUILDKIT=0 docker build --force-rm --build-arg "BASE_IMAGE=$BASE_IMAGE" \
-    --label "inference.src-hash=$HASH" -t "$IMAGE" "$ctx" >"$WORK/build.log" 2>&1 \
-  || { tail -n 30 "$WORK/build.log" >&2; die "docker build $IMAGE failed"; }
+build_prepared "$IMAGE" "$BASE_IMAGE" "$HASH" "$site" "$ctx"
 # the image this one replaces is left untagged: remove it (kept if a container still uses it)
 if [[ -n $previous && $previous != "$(docker image inspect -f '{{.Id}}' "$IMAGE")" ]]; then
   docker image rm "$previous" >/dev/null 2>&1 || true

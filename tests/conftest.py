@@ -57,8 +57,26 @@ def pytest_configure(config):
 def docker_client():
     client = docker.from_env()
     client.ping()
+    _remove_networks(client, lambda instance: not _alive(instance))  # left by a crashed run
     yield client
     _remove_containers(client)
+    _remove_networks(client, lambda instance: instance.startswith(INSTANCE))
+
+
+def _alive(instance: str) -> bool:
+    pid = instance.removeprefix("pytest").rstrip("abcdefghijklmnopqrstuvwxyz")
+    return pid.isdigit() and os.path.exists(f"/proc/{pid}")
+
+
+def _remove_networks(client, chosen) -> None:
+    """The isolated model networks of this run's instances (a network in use stays)."""
+    for network in client.networks.list(filters={"label": f"{labels.MANAGED}=true"}):
+        instance = (network.attrs.get("Labels") or {}).get(labels.INSTANCE, "")
+        if instance.startswith("pytest") and chosen(instance):
+            try:
+                network.remove()
+            except docker.errors.APIError:
+                pass
 
 
 def _remove_containers(client) -> None:
@@ -99,7 +117,7 @@ def built_app(docker_client, **overrides):
     try:
         yield app
     finally:
-        app.extensions["inference"].ledger.close()  # no late writes into the next test's tables
+        app.extensions["inference"].close()  # no late writes into the next test's tables
         _remove_containers(docker_client)
         with app.app_context():
             db.session.remove()

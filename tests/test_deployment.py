@@ -35,10 +35,10 @@ from service_process import free_port
 from sqlalchemy import URL, create_engine, make_url, text
 
 from inference_app import create_app
+from inference_app.coordination import MIGRATION_LOCK as MIGRATION_LOCK_KEY
+from inference_app.coordination import dedicated_connection
 from inference_app.extensions import db
 from inference_app.runtime import labels
-from inference_app.schema import MIGRATION_LOCK_KEY
-from inference_app.services.activity import dedicated_connection
 
 HEAD = ScriptDirectory(str(ROOT / "migrations")).get_current_head()
 ACTIVE = "this process is the active background runner"
@@ -280,6 +280,7 @@ def test_on_a_docker_network_models_are_addressed_by_container_name(
         wait_http_ok(web, f"{base}/healthz")
         # one image that EXPOSEs its port, one that does not: the model's `port` is what counts
         unexposed = unexposed_copy(docker_client, ECHO, "inference-test/echo-unexposed:1")
+        started = []
         for image in (ECHO, unexposed):
             body = {"user_id": "net", "model_name": image.split("/")[1].split(":")[0], "image": image}
             model = requests.post(f"{base}/api/models", json=body, timeout=10).json()
@@ -287,11 +288,25 @@ def test_on_a_docker_network_models_are_addressed_by_container_name(
             assert answer.status_code == 200, (image, answer.text)
             assert answer.json()["echo"] == {"over": "the network"}
             name = labels.container_name(BASE_SETTINGS["container_prefix"], INSTANCE, model["id"])
-            started = docker_client.containers.get(name)
-            assert list(started.attrs["NetworkSettings"]["Networks"]) == [model_network.name]
-            assert not any((started.attrs["NetworkSettings"]["Ports"] or {}).values()), "a model port was published"
+            container = docker_client.containers.get(name)
+            own_network = f"{model_network.name}-{INSTANCE}-model-{model['id']}"  # each model alone on its network
+            assert list(container.attrs["NetworkSettings"]["Networks"]) == [own_network]
+            assert docker_client.networks.get(own_network).attrs["Internal"] is True
+            assert not any((container.attrs["NetworkSettings"]["Ports"] or {}).values()), "a model port was published"
+            started.append(container)
+        first, second = started
+        second_ip = next(iter(second.attrs["NetworkSettings"]["Networks"].values()))["IPAddress"]
+        probe = first.exec_run(["sh", "-c", f"printf 'GET /health HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {second_ip} 8080"])
+        assert b"200 OK" not in probe.output, "one model reached another"
     finally:
         containers.remove_all()
+        remove_model_containers(docker_client)
+        for network in docker_client.networks.list(filters={"label": f"{labels.INSTANCE}={INSTANCE}"}):
+            if network.name.startswith(f"{model_network.name}-"):
+                network.reload()
+                for attached in network.containers:
+                    network.disconnect(attached, force=True)
+                network.remove()
 
 
 COMPOSE_ENV = {"DOCKER_GID": "999", "POSTGRES_PASSWORD": "test-only-not-a-secret"}

@@ -2,8 +2,9 @@
 
 from datetime import UTC, datetime, timedelta
 
-from inference_app.jobs.idle import GRACE, should_stop
 from inference_app.models import Status
+from inference_app.services.lifecycle.decisions import IDLE_GRACE as GRACE
+from inference_app.services.lifecycle.decisions import should_stop
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 

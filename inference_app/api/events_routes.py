@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 from flask import jsonify, request
-from sqlalchemy import select
 
 from ..errors import Forbidden, InvalidInput
-from ..extensions import db
-from ..models import DeadLetter, EventKind, IngestedEvent, ModelEvent, ServedModel
-from ..services import registry
+from ..models import EventKind
+from ..services import auth, insights, registry
 from . import bp
 from .access import caller
 from .params import int_arg
@@ -19,49 +17,36 @@ KINDS = {v for k, v in vars(EventKind).items() if k.isupper()}
 
 @bp.get("/lifecycle-events")
 def lifecycle_events():
-    query = select(ModelEvent).order_by(ModelEvent.id.desc()).limit(int_arg("limit", 50, 1, 500))
-    principal = caller()
-    if not principal.is_admin:
-        owned = select(ServedModel.id).where(ServedModel.user_id == principal.user_id)
-        query = query.where(ModelEvent.model_id.in_(owned))
+    limit = int_arg("limit", 50, 1, 500)
     kind = request.args.get("kind")
-    if kind:
-        if kind not in KINDS:
-            raise InvalidInput(f"kind must be one of {', '.join(sorted(KINDS))}", field="kind")
-        query = query.where(ModelEvent.kind == kind)
-    if request.args.get("model_id"):
-        query = query.where(ModelEvent.model_id == int_arg("model_id", 0))
-    return jsonify(items=[event_to_dict(e) for e in db.session.scalars(query)])
+    if kind and kind not in KINDS:
+        raise InvalidInput(f"kind must be one of {', '.join(sorted(KINDS))}", field="kind")
+    model_id = int_arg("model_id", 0) if request.args.get("model_id") else None
+    rows = insights.recent_events(kinds=[kind] if kind else None, model_id=model_id, limit=limit, visible_to=caller())
+    return jsonify(items=[event_to_dict(row.event) for row in rows])
 
 
 @bp.get("/models/<int:model_id>/lifecycle-events")
 def model_lifecycle_events(model_id: int):
     registry.get_model(model_id, include_deleted=True, visible_to=caller())
-    query = (
-        select(ModelEvent)
-        .where(ModelEvent.model_id == model_id)
-        .order_by(ModelEvent.id.desc())
-        .limit(int_arg("limit", 50, 1, 500))
-    )
-    return jsonify(items=[event_to_dict(e) for e in db.session.scalars(query)])
+    rows = insights.recent_events(model_id=model_id, limit=int_arg("limit", 50, 1, 500), visible_to=caller())
+    return jsonify(items=[event_to_dict(row.event) for row in rows])
 
 
 @bp.get("/events")
 def ingested_events():
     """Recent events from Kafka and what became of them (applied, duplicate, stale); admins only."""
     require_admin()
-    query = select(IngestedEvent).order_by(IngestedEvent.id.desc()).limit(int_arg("limit", 50, 1, 500))
-    return jsonify(items=[ingested_to_dict(e) for e in db.session.scalars(query)])
+    return jsonify(items=[ingested_to_dict(e) for e in insights.recent_ingested(int_arg("limit", 50, 1, 500))])
 
 
 @bp.get("/events/dead-letters")
 def dead_letters():
     """Events that could not be applied, with the reason and the (truncated) payload; admins only."""
     require_admin()
-    query = select(DeadLetter).order_by(DeadLetter.id.desc()).limit(int_arg("limit", 50, 1, 500))
-    return jsonify(items=[dead_letter_to_dict(d) for d in db.session.scalars(query)])
+    return jsonify(items=[dead_letter_to_dict(d) for d in insights.recent_dead_letters(int_arg("limit", 50, 1, 500))])
 
 
 def require_admin() -> None:
-    if not caller().is_admin:
+    if not auth.sees_everything(caller()):
         raise Forbidden("only admin tokens may read the ingestion log")

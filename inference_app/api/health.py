@@ -39,7 +39,7 @@ def readyz():
         ready = False
         checks["database"] = {"ok": False, "reason": f"database unreachable: {exc.__class__.__name__}"}
     try:
-        context().engine.ping()
+        context().runtime.ping()
         checks["docker"] = {"ok": True}
     except ServiceError as exc:
         ready = False

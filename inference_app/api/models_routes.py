@@ -59,7 +59,7 @@ def start_model(model_id: int):
         raise InvalidInput(f"unknown field {unknown[0]!r}; allowed: keep_warm", field=unknown[0][:64])
     wait = bool_arg("wait", True)
     model = registry.get_model(model_id, visible_to=caller())
-    readiness = lifecycle.request_start(model, wait=wait, keep_warm=keep_warm)
+    readiness = lifecycle.request_start(model, wait=wait, keep_warm=keep_warm, by_admin=caller().is_admin)
     model = registry.get_model(model_id, fresh=True)
     response = jsonify(model_to_dict(model, _idle_default()))
     if readiness is None:
@@ -73,9 +73,7 @@ def start_model(model_id: int):
 
 @bp.post("/models/<int:model_id>/infer")
 def infer(model_id: int):
-    principal = caller()
-    context().rate_limiter.check(principal.name if principal.token_id is None else f"token:{principal.token_id}")
-    model = inference.resolve(model_id, request.args.get("version") or None, principal)
+    model = inference.admit(model_id, request.args.get("version") or None, caller())
     request_id = g.request_id
     body = request.get_data(cache=False)
     query = urlencode([(k, v) for k, v in request.args.items(multi=True) if k != "version"])

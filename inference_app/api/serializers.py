@@ -1,85 +1,61 @@
-"""JSON shapes of the API's resources."""
+"""JSON shapes of the API's resources: each a list of fields, built by one function."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
 from ..models import DeadLetter, IngestedEvent, ModelEvent, ServedModel, Status
-from ..runtime.resources import format_memory
+from ..units import format_memory
+
+# Field names in the order a client sees them.
+MODEL_FIELDS = tuple(
+    "id user_id model_name version image port health_path predict_path env memory cpus idle_timeout_seconds"
+    " metadata created_at updated_at status status_changed_at last_error host_port container_id started_at"
+    " last_used_at keep_warm idle_deadline deleted".split()
+)
+EVENT_FIELDS = tuple("id model_id kind detail duration_ms at".split())
+INGESTED_FIELDS = tuple(
+    "id event_id kind outcome user_id model_name version model_id topic partition offset occurred_at applied_at".split()
+)
+DEAD_LETTER_FIELDS = tuple("id topic partition offset reason payload payload_bytes received_at".split())
 
 
 def iso(value: datetime | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value else None
 
 
+def record(row: object, names: tuple[str, ...], computed: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The named fields of a row, in order: a computed value where given, else the attribute (times as ISO 8601)."""
+    computed = computed or {}
+    shape = {}
+    for name in names:
+        value = computed[name] if name in computed else getattr(row, name)
+        shape[name] = iso(value) if isinstance(value, datetime) else value
+    return shape
+
+
 def model_to_dict(model: ServedModel, default_idle_timeout: int) -> dict[str, Any]:
-    return {
-        "id": model.id,
-        "user_id": model.user_id,
-        "model_name": model.model_name,
-        "version": model.version,
-        "image": model.image,
-        "port": model.port,
-        "health_path": model.health_path,
-        "predict_path": model.predict_path,
+    computed = {
         "env": model.env or {},
         "memory": format_memory(model.memory_bytes) if model.memory_bytes else None,
-        "cpus": model.cpus,
-        "idle_timeout_seconds": model.idle_timeout_seconds,
         "metadata": model.meta or {},
-        "created_at": iso(model.created_at),
-        "updated_at": iso(model.updated_at),
-        "status": model.status,
-        "status_changed_at": iso(model.status_changed_at),
-        "last_error": model.last_error,
         "host_port": model.host_port if model.state is Status.RUNNING else None,
-        "container_id": model.container_id,
-        "started_at": iso(model.started_at),
-        "last_used_at": iso(model.last_used_at),
         "keep_warm": bool(model.keep_warm),
-        "idle_deadline": iso(model.idle_deadline(default_idle_timeout)),
+        "idle_deadline": model.idle_deadline(default_idle_timeout),
         "deleted": model.deleted_at is not None,
     }
+    return record(model, MODEL_FIELDS, computed)
 
 
 def event_to_dict(event: ModelEvent) -> dict[str, Any]:
-    return {
-        "id": event.id,
-        "model_id": event.model_id,
-        "kind": event.kind,
-        "detail": event.detail,
-        "duration_ms": event.duration_ms,
-        "at": iso(event.at),
-    }
+    return record(event, EVENT_FIELDS)
 
 
 def ingested_to_dict(event: IngestedEvent) -> dict[str, Any]:
-    return {
-        "id": event.id,
-        "event_id": event.event_id,
-        "kind": event.kind,
-        "outcome": event.outcome,
-        "user_id": event.user_id,
-        "model_name": event.model_name,
-        "version": event.version,
-        "model_id": event.model_id,
-        "topic": event.topic,
-        "partition": event.partition,
-        "offset": event.offset,
-        "occurred_at": iso(event.occurred_at),
-        "applied_at": iso(event.applied_at),
-    }
+    return record(event, INGESTED_FIELDS)
 
 
 def dead_letter_to_dict(letter: DeadLetter) -> dict[str, Any]:
-    return {
-        "id": letter.id,
-        "topic": letter.topic,
-        "partition": letter.partition,
-        "offset": letter.offset,
-        "reason": letter.reason,
-        "payload": letter.payload,
-        "payload_bytes": letter.payload_bytes,
-        "received_at": iso(letter.received_at),
-    }
+    return record(letter, DEAD_LETTER_FIELDS)

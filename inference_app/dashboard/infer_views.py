@@ -13,7 +13,6 @@ from ..errors import InvalidInput, ServiceError
 from ..extensions import db
 from ..models import ServedModel
 from ..services import inference, registry
-from ..services.model_view import ModelView
 from . import bp
 from .formatting import pretty_json
 from .htmx import page_or_partial, wants_partial
@@ -63,10 +62,11 @@ def _parse(text: str) -> bytes:
 
 def _ask(model: ServedModel, text: str) -> Answer:
     body = _parse(text)
+    target = inference.admit(model.id, model.version, viewer())  # this version, as the API's ?version=
     request_id = inference.request_id_from(None)
     began = time.monotonic()
     result = inference.infer(
-        ModelView.of(model), body, {"Content-Type": "application/json", "Accept": "application/json"}, request_id
+        target, body, {"Content-Type": "application/json", "Accept": "application/json"}, request_id
     )
     raw, truncated = _read(result)
     latency_ms = (time.monotonic() - began) * 1000

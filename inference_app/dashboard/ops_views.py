@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import request, url_for
 
 from ..models import EventKind
-from ..services import insights
+from ..services import auth, insights
 from . import bp
 from .htmx import is_htmx, page_or_partial, wants_partial
 from .model_state import live_model
@@ -70,6 +70,6 @@ def events():
 
 def _kafka() -> dict:
     """What the Kafka listener applied and refused: shown to admins under the lifecycle events."""
-    if not viewer().is_admin:
+    if not auth.sees_everything(viewer()):
         return {"ingested": [], "dead_letters": [], "kafka_hidden": True}
     return {"ingested": insights.recent_ingested(KAFKA_ROWS), "dead_letters": insights.recent_dead_letters(KAFKA_ROWS)}

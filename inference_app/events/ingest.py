@@ -14,9 +14,9 @@ import logging
 from dataclasses import dataclass, field
 
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError, StatementError
 
+from ..coordination import insert_for
 from ..extensions import db
 from ..models import DeadLetter, IngestedEvent, utcnow
 from ..services import registry
@@ -105,17 +105,10 @@ def apply_batch(events: list[Decoded]) -> BatchResult:
     def flush_uploads() -> None:
         if not pending:
             return
-        versioned = [registry.Versioned(u.registration, u.order_time) for u in pending]
-        newest_seen = registry.event_times([item.identity for item in versioned])
-        outcomes = registry.upsert_registrations(versioned)
-        for upload, item in zip(pending, versioned, strict=True):
-            model_id, _winner = outcomes[item.identity]
-            seen_at = newest_seen.get(item.identity)
-            # stale: something newer was already in the registry, or earlier in this batch
-            fresh = item.occurred_at is None or seen_at is None or item.occurred_at >= seen_at
-            if fresh and item.occurred_at is not None:
-                newest_seen[item.identity] = item.occurred_at
-            outcome = "applied" if fresh and model_id is not None else "stale"
+        # stale (model_id None): the registry held data from a newer event, maybe earlier in this batch
+        model_ids = registry.upsert_registrations([registry.Versioned(u.registration, u.order_time) for u in pending])
+        for upload, model_id in zip(pending, model_ids, strict=True):
+            outcome = "applied" if model_id is not None else "stale"
             result.applied += outcome == "applied"
             result.stale += outcome == "stale"
             reg = upload.registration
@@ -217,7 +210,5 @@ def storable_text(text: str) -> str:
 def _insert_ignoring_repeats(model, rows: list[dict]) -> None:
     if not rows:
         return
-    insert = postgresql.insert if db.engine.dialect.name == "postgresql" else sqlite.insert
-    table = model.__table__
-    statement = insert(table).on_conflict_do_nothing()  # a position or event_id already recorded
+    statement = insert_for(model.__table__).on_conflict_do_nothing()  # a position or event_id already recorded
     db.session.execute(statement, rows)

@@ -14,16 +14,15 @@ from datetime import datetime
 from apscheduler.schedulers.background import BackgroundScheduler
 from flask import Flask
 
+from ..coordination import BACKGROUND_LEADER_LOCK, dedicated_connection, is_postgres, try_session_lock
 from ..errors import ServiceError
 from ..events.listener import KafkaListener
 from ..extensions import db
 from ..models import Heartbeat, utcnow
-from ..services.activity import dedicated_connection
 from . import idle, reconcile
 
 logger = logging.getLogger(__name__)
 
-LEADER_LOCK_KEY = 7_342_002
 LEADER_POLL = 5.0
 HEARTBEAT_EVERY = 2.0
 EXTENSION = "background"
@@ -126,7 +125,7 @@ class BackgroundRunner:
     def run_forever(self) -> None:
         """The worker role: win the election (PostgreSQL), run the jobs, stop when the lock is lost."""
         with self._app.app_context():
-            postgres = db.engine.dialect.name == "postgresql"
+            postgres = is_postgres()
         if not postgres:
             self.start()
             self._stop.wait()
@@ -149,9 +148,7 @@ class BackgroundRunner:
             with self._app.app_context():
                 if self._leader_conn is None:
                     self._leader_conn = dedicated_connection(db.engine)
-                with self._leader_conn.cursor() as cursor:
-                    cursor.execute("SELECT pg_try_advisory_lock(%s)", (LEADER_LOCK_KEY,))
-                    return bool(cursor.fetchone()[0])
+                return try_session_lock(self._leader_conn, BACKGROUND_LEADER_LOCK)
         except Exception as exc:
             logger.warning("background election failed: %s", exc.__class__.__name__)
             self._drop_leader_conn()

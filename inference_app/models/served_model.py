@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Float, Index, Integer, String, Text, UniqueConstraint, text
+from sqlalchemy import JSON, Boolean, Float, Index, Integer, String, Text, UniqueConstraint, false, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ..extensions import db
-from .status import Status, check_transition
+from .status import Status
 from .types import UTCDateTime
 
 
@@ -56,6 +56,7 @@ class ServedModel(db.Model):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     keep_warm: Mapped[bool] = mapped_column(Boolean, default=False)
+    pinned_by_admin: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     lease_owner: Mapped[str | None] = mapped_column(String(80))
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
@@ -64,22 +65,6 @@ class ServedModel(db.Model):
     @property
     def state(self) -> Status:
         return Status(self.status)
-
-    def move_to(self, target: Status, now: datetime | None = None) -> None:
-        """Apply one edge of the state machine; the caller holds the row lock."""
-        check_transition(self.state, target)
-        self.status = target.value
-        self.status_changed_at = now or utcnow()
-        if target is not Status.RUNNING:
-            self.host_port = None
-        if target in (Status.STOPPED, Status.FAILED):
-            self.container_id = None
-            self.container_host = None
-            self.host_port = None
-            self.started_at = None
-            self.lease_owner = None
-            self.lease_expires_at = None
-            self.keep_warm = False
 
     def effective_idle_timeout(self, default: int) -> int:
         return self.idle_timeout_seconds or default

@@ -1,8 +1,9 @@
-"""Readiness: a model is ready when its health path answers 2xx over HTTP.
+"""Readiness by polling: an instance is ready when its health path answers 2xx over HTTP.
 
 A TCP connect is not enough: Docker's port proxy accepts connections before the server
 inside the container listens. Polling backs off from a few milliseconds to a short cap,
-so a fast model is served within tens of milliseconds of being ready.
+so a fast model is served within tens of milliseconds of being ready. A health answer is
+read only up to HEALTH_BODY_LIMIT bytes: a model cannot stream an endless body into us.
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ from collections.abc import Callable
 import urllib3
 
 from ..errors import ContainerFailed, StartTimeout
-from .engine import ContainerInfo, DockerEngine, Endpoint
+from .base import Endpoint, Instance, Runtime
 
 logger = logging.getLogger(__name__)
 
 FIRST_DELAY = 0.005
 MAX_DELAY = 0.1
-STATE_CHECK_EVERY = 0.25  # seconds between engine checks for a container that exited
+STATE_CHECK_EVERY = 0.25  # seconds between runtime checks for an instance that ended
+HEALTH_BODY_LIMIT = 64 * 1024
 
 
 def backoff_delays(first: float = FIRST_DELAY, cap: float = MAX_DELAY):
@@ -31,47 +33,72 @@ def backoff_delays(first: float = FIRST_DELAY, cap: float = MAX_DELAY):
         delay = min(delay * 2, cap)
 
 
-def wait_ready(
-    engine: DockerEngine,
+def ended_error(runtime: Runtime, instance: Instance) -> ContainerFailed:
+    """The error for an instance that ended during its start, with its last log lines."""
+    tail = runtime.logs(instance.instance_id, 20)
+    return ContainerFailed(
+        f"the container exited with code {instance.exit_code} during start"
+        + (f"; last log lines:\n{tail}" if tail else " and logged nothing"),
+        details={"exit_code": instance.exit_code, "log_tail": tail},
+    )
+
+
+def health_answer(http: urllib3.PoolManager, endpoint: Endpoint, health_path: str) -> str | None:
+    """None when the health path answers 2xx, else what went wrong, in words."""
+    try:
+        response = http.request(
+            "GET",
+            endpoint.base_url + health_path,
+            timeout=urllib3.Timeout(connect=0.5, read=1.0),
+            retries=False,
+            preload_content=False,
+        )
+        try:
+            response.read(HEALTH_BODY_LIMIT)
+        finally:
+            if _whole(response):
+                response.release_conn()  # all of it was read: the connection is kept alive
+            else:
+                response.close()  # a long or endless body is dropped with its connection, never read
+    except urllib3.exceptions.HTTPError as exc:
+        return f"health check failed: {exc.__class__.__name__}"
+    if 200 <= response.status < 300:
+        return None
+    return f"health check answered {response.status}"
+
+
+def _whole(response) -> bool:
+    length = response.headers.get("Content-Length", "")
+    return length.isdigit() and int(length) <= HEALTH_BODY_LIMIT
+
+
+def poll_ready(
+    runtime: Runtime,
     http: urllib3.PoolManager,
-    info: ContainerInfo,
+    instance: Instance,
     health_path: str,
     deadline: float,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> Endpoint:
     """Poll until healthy; raise ContainerFailed (with the log tail) or StartTimeout."""
-    endpoint = info.endpoint
+    endpoint = instance.endpoint
     last_state_check = clock()
     last_problem = "no answer yet"
     for delay in backoff_delays():
         if endpoint is None or clock() - last_state_check >= STATE_CHECK_EVERY:
             last_state_check = clock()
-            current = engine.inspect(info.container_id)
+            current = runtime.inspect(instance.instance_id)
             if current is None:
                 raise ContainerFailed("the container was removed while it was starting")
-            if current.status in ("exited", "dead"):
-                tail = engine.logs_tail(info.container_id, 20)
-                raise ContainerFailed(
-                    f"the container exited with code {current.exit_code} during start"
-                    + (f"; last log lines:\n{tail}" if tail else " and logged nothing"),
-                    details={"exit_code": current.exit_code, "log_tail": tail},
-                )
+            if current.ended:
+                raise ended_error(runtime, current)
             endpoint = current.endpoint or endpoint
         if endpoint is not None:
-            try:
-                response = http.request(
-                    "GET",
-                    endpoint.base_url + health_path,
-                    timeout=urllib3.Timeout(connect=0.5, read=1.0),
-                    retries=False,
-                    preload_content=True,
-                )
-                if 200 <= response.status < 300:
-                    return endpoint
-                last_problem = f"health check answered {response.status}"
-            except urllib3.exceptions.HTTPError as exc:
-                last_problem = f"health check failed: {exc.__class__.__name__}"
+            problem = health_answer(http, endpoint, health_path)
+            if problem is None:
+                return endpoint
+            last_problem = problem
         remaining = deadline - clock()
         if remaining <= 0:
             raise StartTimeout(f"the model did not become ready before the start timeout ({last_problem})")

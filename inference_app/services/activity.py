@@ -22,17 +22,16 @@ import threading
 import time
 from datetime import datetime
 
-from sqlalchemy import func, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import update
 from sqlalchemy.engine import Engine
 
+from ..coordination import ACTIVITY_NAMESPACE, dedicated_connection, greatest, insert_for
 from ..models import InferenceMinute, ServedModel, utcnow
 
 logger = logging.getLogger(__name__)
 
 FLUSH_INTERVAL = 0.5
 LINGER = 1.0
-LOCK_NAMESPACE = 7_342  # first key of the two-key advisory locks: (namespace, model id)
 
 
 class Activity:
@@ -245,7 +244,7 @@ class SharedActivity(Activity):
                     self._conn = dedicated_connection(self._engine)
                     self._shared.clear()
                 with self._conn.cursor() as cursor:
-                    cursor.execute(sql, (LOCK_NAMESPACE, model_id))
+                    cursor.execute(sql, (ACTIVITY_NAMESPACE, model_id))
                     row = cursor.fetchone()
                 return bool(row[0]) if row else True
             except Exception:
@@ -303,7 +302,7 @@ class SharedActivity(Activity):
             self._shared.discard(model_id)
             try:
                 with self._conn.cursor() as cursor:
-                    cursor.execute("SELECT pg_advisory_unlock_shared(%s, %s)", (LOCK_NAMESPACE, model_id))
+                    cursor.execute("SELECT pg_advisory_unlock_shared(%s, %s)", (ACTIVITY_NAMESPACE, model_id))
             except Exception:
                 self._conn = None
                 self._shared.clear()
@@ -311,10 +310,8 @@ class SharedActivity(Activity):
 
 
 def _upsert_minute(dialect: str, model_id: int, minute: datetime, requests, errors, colds, total, longest):
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    greatest = func.greatest if dialect == "postgresql" else func.max
     table = InferenceMinute.__table__
-    statement = insert(table).values(
+    statement = insert_for(table, dialect).values(
         model_id=model_id,
         minute=minute,
         requests=requests,
@@ -330,14 +327,6 @@ def _upsert_minute(dialect: str, model_id: int, minute: datetime, requests, erro
             "errors": table.c.errors + statement.excluded.errors,
             "cold_starts": table.c.cold_starts + statement.excluded.cold_starts,
             "total_ms": table.c.total_ms + statement.excluded.total_ms,
-            "max_ms": greatest(table.c.max_ms, statement.excluded.max_ms),
+            "max_ms": greatest(dialect)(table.c.max_ms, statement.excluded.max_ms),
         },
     )
-
-
-def dedicated_connection(engine: Engine):
-    """A DBAPI connection of its own, outside the pool: session-level locks live as long as it does."""
-    cargs, cparams = engine.dialect.create_connect_args(engine.url)
-    conn = engine.dialect.connect(*cargs, **cparams)
-    conn.autocommit = True
-    return conn

@@ -14,7 +14,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 
 from ..errors import Forbidden, Unauthorized
 from ..extensions import db
@@ -37,7 +37,7 @@ class Principal:
     token_id: int | None = None
 
     def can_see(self, model: ServedModel) -> bool:
-        return self.is_admin or model.user_id == self.user_id
+        return sees_everything(self) or model.user_id == self.user_id
 
     def require_owner(self, user_id: str) -> None:
         if not self.is_admin and user_id != self.user_id:
@@ -45,6 +45,18 @@ class Principal:
 
 
 ANONYMOUS_ADMIN = Principal(name="auth disabled", user_id=None, is_admin=True)
+
+
+def sees_everything(caller: Principal | None) -> bool:
+    """The owner-scoping rule: admins and the service itself (no caller) see every model, every
+    model's events and the Kafka ingestion log; a user sees only models with their user_id."""
+    return caller is None or caller.is_admin
+
+
+def visible(query: Select, caller: Principal | None) -> Select:
+    """A query over models (or joined to them) limited to the models the caller may see."""
+    return query if sees_everything(caller) else query.where(ServedModel.user_id == caller.user_id)
+
 
 _cache: dict[str, tuple[float, Principal | None]] = {}
 _cache_lock = threading.Lock()

@@ -11,9 +11,9 @@ from flask import Flask, current_app
 
 from ..config import Settings
 from ..extensions import db
-from ..runtime.engine import DockerEngine
+from ..runtime import Runtime, make_runtime
 from .activity import Activity, SharedActivity
-from .flights import Flights
+from .flights import Flights, StartQueue
 from .model_view import RunningModels
 from .rate_limit import RateLimiter
 
@@ -25,9 +25,10 @@ class InferenceContext:
     """Nothing here opens a connection or a thread until first used, so it is fork-safe."""
 
     settings: Settings
-    engine: DockerEngine
-    ledger: Activity = field(default_factory=Activity)
+    runtime: Runtime
+    _activity: Activity = field(default_factory=Activity)
     flights: Flights = field(default_factory=lambda: Flights(500))
+    starts: StartQueue = field(default_factory=StartQueue)
     rate_limiter: RateLimiter = field(default_factory=lambda: RateLimiter(0))
     running_models: RunningModels = field(default_factory=RunningModels)
     _http: urllib3.PoolManager | None = None
@@ -44,8 +45,12 @@ class InferenceContext:
     @property
     def activity(self) -> Activity:
         """The activity ledger, bound to the database and flushing (started on first use)."""
-        self.ledger.start(db.engine)
-        return self.ledger
+        self._activity.start(db.engine)
+        return self._activity
+
+    def close(self) -> None:
+        """Flush and close the activity ledger (app teardown, process exit); it restarts on next use."""
+        self._activity.close()
 
     @property
     def owner(self) -> str:
@@ -56,8 +61,8 @@ class InferenceContext:
 def init_app(app: Flask, settings: Settings) -> None:
     app.extensions[EXTENSION] = InferenceContext(
         settings=settings,
-        engine=DockerEngine(settings),
-        ledger=Activity() if settings.is_sqlite else SharedActivity(),
+        runtime=make_runtime(settings),
+        _activity=Activity() if settings.is_sqlite else SharedActivity(),
         flights=Flights(settings.max_waiters_per_model),
         rate_limiter=RateLimiter(settings.rate_limit_per_minute),
     )

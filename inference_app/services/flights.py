@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,3 +50,43 @@ class Flights:
                 del self._flights[model_id]
         flight.result, flight.error = result, error
         flight.done.set()
+
+
+class StartQueue:
+    """Starts asked for without waiting (wait=false): a few worker threads per process, not one per call.
+
+    A model already queued or starting in this process is not queued again; past `max_pending`
+    queued starts a request is refused with 503 and Retry-After.
+    """
+
+    def __init__(self, workers: int = 4, max_pending: int = 256):
+        self.workers = workers
+        self.max_pending = max_pending
+        self._lock = threading.Lock()
+        self._pending: set[int] = set()
+        self._executor: ThreadPoolExecutor | None = None
+        self._pid = 0
+
+    def submit(self, model_id: int, start: Callable[[], None]) -> bool:
+        """Queue `start` for the model; False when a start of it is already queued here."""
+        with self._lock:
+            if model_id in self._pending:
+                return False
+            if len(self._pending) >= self.max_pending:
+                raise QueueFull(f"too many starts are already queued ({self.max_pending})", retry_after=2)
+            if self._executor is None or self._pid != os.getpid():
+                self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="model-start")
+                self._pid = os.getpid()
+                self._pending.clear()
+            self._pending.add(model_id)
+            executor = self._executor
+
+        def run() -> None:
+            try:
+                start()
+            finally:
+                with self._lock:
+                    self._pending.discard(model_id)
+
+        executor.submit(run)
+        return True

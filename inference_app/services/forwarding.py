@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import urllib3
 
 from ..errors import ContainerFailed, InferenceTimeout, ModelUnreachable
-from ..runtime.engine import Endpoint
+from ..runtime import Endpoint
 
 FORWARDED_REQUEST_HEADERS = ("Content-Type", "Accept", "Accept-Encoding", "Content-Encoding", "User-Agent")
 RETURNED_RESPONSE_HEADERS = ("Content-Type", "Content-Encoding", "Content-Language", "Cache-Control", "ETag")

@@ -13,7 +13,7 @@ from ..errors import ModelUnreachable, QueueFull
 from ..extensions import db
 from ..metrics import INFERENCE_LATENCY, INFERENCE_REQUESTS
 from . import lifecycle, registry
-from .auth import Principal
+from .auth import Principal, sees_everything
 from .context import context
 from .forwarding import forward
 from .model_view import ModelView
@@ -43,9 +43,15 @@ class InferenceResult:
     version: str
 
 
+def admit(model_id: int, version: str | None, caller: Principal) -> ModelView:
+    """The way in for every inference (API and dashboard): the caller's rate limit, then resolve."""
+    context().rate_limiter.check(caller.name if caller.token_id is None else f"token:{caller.token_id}")
+    return resolve(model_id, version, caller)
+
+
 def resolve(model_id: int, version: str | None, caller: Principal | None) -> ModelView:
     """The model version an inference goes to (registry.model_for_inference), cached while running."""
-    scope = None if caller is None or caller.is_admin else caller.user_id
+    scope = None if sees_everything(caller) else caller.user_id
     key = (model_id, version, scope)
     running = context().running_models
     view = running.get(key)
@@ -133,7 +139,7 @@ def _infer_entered(model: ModelView, body: bytes, headers, request_id: str, quer
         except ModelUnreachable:
             if attempt == 2 or not lifecycle.report_unreachable(model_id, readiness.endpoint):
                 raise
-            logger.info("model %s was gone; starting it again for request %s", model_id, request_id)
+            logger.info("model %s was unreachable; trying again for request %s", model_id, request_id)
             model = fresh_view(model_id)
             continue
         return InferenceResult(

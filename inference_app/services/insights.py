@@ -13,7 +13,8 @@ from sqlalchemy import func, select
 from ..errors import ServiceError
 from ..extensions import db
 from ..models import ACTIVE, DeadLetter, InferenceMinute, IngestedEvent, ModelEvent, ServedModel, Status, utcnow
-from .auth import Principal
+from ..runtime import Instance
+from .auth import Principal, visible
 from .context import context
 
 LOG_LINES = 20
@@ -103,24 +104,22 @@ class EventRow:
 
 def container_report(model: ServedModel, log_lines: int = LOG_LINES) -> ContainerReport:
     """Live Docker facts about the model's container and its last log lines."""
-    engine = context().engine
+    runtime = context().runtime
     try:
-        info = engine.inspect(model.container_id or engine.name_for(model.id))
+        info = _instance_of(model)
         if info is None:
             return ContainerReport(None, "")
-        host = info.attrs.get("HostConfig") or {}
-        nano_cpus = host.get("NanoCpus") or 0
         details = ContainerDetails(
-            container_id=info.container_id,
+            container_id=info.instance_id,
             name=info.name,
-            state=info.status,
+            state=info.phase,
             image=info.image,
             exit_code=info.exit_code,
-            memory_bytes=host.get("Memory") or None,
-            cpus=nano_cpus / 1e9 if nano_cpus else None,
-            pids_limit=host.get("PidsLimit") or None,
+            memory_bytes=info.limits.memory_bytes,
+            cpus=info.limits.cpus,
+            pids_limit=info.limits.pids_limit,
         )
-        return ContainerReport(details, engine.logs_tail(info.container_id, log_lines))
+        return ContainerReport(details, runtime.logs(info.instance_id, log_lines))
     except ServiceError as exc:
         return ContainerReport(None, "", error=exc.message)
 
@@ -131,18 +130,27 @@ def start_phase(model: ServedModel) -> str:
         return "stopping the container"
     if model.state is not Status.STARTING:
         return ""
-    engine = context().engine
     try:
-        info = engine.inspect(engine.name_for(model.id))
+        info = _instance_of(model)
     except ServiceError as exc:
         return exc.message
     if info is None:
         return "creating the container"
-    if info.status == "created":
+    if info.phase == "created":
         return "starting the container"
     if info.running:
         return f"waiting for {model.health_path} to answer"
-    return f"the container has {info.status}"
+    return f"the container has {info.phase}"
+
+
+def _instance_of(model: ServedModel) -> Instance | None:
+    """The model's recorded instance, else the first the runtime lists for it."""
+    runtime = context().runtime
+    if model.container_id:
+        found = runtime.inspect(model.container_id)
+        if found is not None:
+            return found
+    return next(iter(runtime.list_managed(model.id)), None)
 
 
 def inference_history(model_id: int, minutes: int = HISTORY_MINUTES, now: datetime | None = None) -> InferenceHistory:
@@ -190,9 +198,7 @@ def active_models(limit: int = 500, visible_to: Principal | None = None) -> list
         .order_by(ServedModel.status_changed_at.desc(), ServedModel.id.desc())
         .limit(limit)
     )
-    if visible_to is not None and not visible_to.is_admin:
-        query = query.where(ServedModel.user_id == visible_to.user_id)
-    return list(db.session.scalars(query))
+    return list(db.session.scalars(visible(query, visible_to)))
 
 
 def recent_events(
@@ -215,9 +221,7 @@ def recent_events(
         query = query.where(ModelEvent.model_id == model_id)
     if before_id is not None:
         query = query.where(ModelEvent.id < before_id)
-    if visible_to is not None and not visible_to.is_admin:
-        query = query.where(ServedModel.user_id == visible_to.user_id)
-    return [EventRow(event, model) for event, model in db.session.execute(query).all()]
+    return [EventRow(event, model) for event, model in db.session.execute(visible(query, visible_to)).all()]
 
 
 def recent_ingested(limit: int = 20) -> list[IngestedEvent]:

@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, bindparam, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import ColumnElement, Select, bindparam, func, literal, or_, select, update
 from sqlalchemy.orm import aliased
 
 from ..config import Settings
+from ..coordination import insert_for
 from ..errors import InvalidInput, ModelNotFound
 from ..extensions import db
 from ..models import ServedModel, Status, utcnow
-from .auth import Principal
+from .auth import Principal, sees_everything, visible
+from .lifecycle.transitions import NEW_MODEL
 from .validation import Registration, safe_name, validate_registration
 
 logger = logging.getLogger(__name__)
@@ -53,15 +55,13 @@ class Versioned:
         return reg.user_id, reg.model_name, reg.version
 
 
-def register_model(
-    data: Any, settings: Settings, keep_unknown: bool = False, principal: Principal | None = None
-) -> tuple[ServedModel, bool]:
+def register_model(data: Any, settings: Settings, principal: Principal | None = None) -> tuple[ServedModel, bool]:
     """Validate and upsert by user_id+model_name+version; returns (model, created)."""
-    reg = validate_registration(data, settings, keep_unknown=keep_unknown)
+    reg = validate_registration(data, settings)
     if principal is not None:
         principal.require_owner(reg.user_id)
     existed = _find(reg.user_id, reg.model_name, reg.version) is not None
-    [(model_id, _applied)] = upsert_registrations([Versioned(reg)]).values()
+    [model_id] = upsert_registrations([Versioned(reg)])
     db.session.commit()
     model = db.session.get(ServedModel, model_id, populate_existing=True)
     logger.info("%s model %s %s/%s:%s", "updated" if existed else "registered", model.id, *model_identity(model))
@@ -72,27 +72,27 @@ def model_identity(model: ServedModel) -> Identity:
     return model.user_id, model.model_name, model.version
 
 
-def upsert_registrations(items: Iterable[Versioned]) -> dict[Identity, tuple[int | None, Versioned]]:
-    """Insert or update models in one statement, in the caller's transaction.
+def upsert_registrations(items: Sequence[Versioned]) -> list[int | None]:
+    """Insert or update models in the caller's transaction, in the items' order.
 
-    Returns, per identity, the model id (None where the registry already holds data from a
-    newer event: an older event never overwrites it) and the item that was applied: of
-    several items for one identity, the newest wins, and of equally new ones the last.
+    Returns, per item, the model id, or None where the registry already held data from a newer
+    event (not_older): the item changed nothing. Several items for one identity go in successive
+    statements, so each is judged against the ones before it; most batches need one statement.
     """
-    newest: dict[Identity, Versioned] = {}
-    for item in items:
-        seen = newest.get(item.identity)
-        if seen is None or not _older(item.occurred_at, seen.occurred_at):
-            newest[item.identity] = item
-    if not newest:
-        return {}
+    rounds: list[dict[Identity, int]] = []  # round n: identity -> index of its n-th item
+    seen: Counter[Identity] = Counter()
+    for index, item in enumerate(items):
+        depth = seen[item.identity]
+        seen[item.identity] += 1
+        if depth == len(rounds):
+            rounds.append({})
+        rounds[depth][item.identity] = index
+    results: list[int | None] = [None] * len(items)
     now = utcnow()
     table = ServedModel.__table__
-    rows = [_row(item, now) for item in newest.values()]
-    insert = postgresql.insert if db.engine.dialect.name == "postgresql" else sqlite.insert
     # The rows go as executemany parameters of one cached statement (SQLAlchemy batches them
     # as multi-row VALUES itself); .values(rows) compiled a new 2,000-row statement per batch.
-    statement = insert(table)
+    statement = insert_for(table)
     excluded = statement.excluded
     updated = {
         name: excluded[name]
@@ -114,37 +114,19 @@ def upsert_registrations(items: Iterable[Versioned]) -> dict[Identity, tuple[int
     statement = statement.on_conflict_do_update(
         index_elements=[table.c.user_id, table.c.model_name, table.c.version],
         set_=updated,
-        where=or_(
-            table.c.event_occurred_at.is_(None),
-            excluded.event_occurred_at.is_(None),
-            table.c.event_occurred_at <= excluded.event_occurred_at,
-        ),
+        where=not_older(excluded.event_occurred_at, table.c.event_occurred_at),
     ).returning(table.c.id, table.c.user_id, table.c.model_name, table.c.version)
-    ids: dict[Identity, int] = {(r.user_id, r.model_name, r.version): r.id for r in db.session.execute(statement, rows)}
-    return {identity: (ids.get(identity), item) for identity, item in newest.items()}
+    for batch in rounds:
+        rows = [_row(items[index], now) for index in batch.values()]
+        for r in db.session.execute(statement, rows):
+            results[batch[(r.user_id, r.model_name, r.version)]] = r.id
+    return results
 
 
-def event_times(identities: list[Identity]) -> dict[Identity, datetime]:
-    """The time of the newest event applied to each of these models, where there is one."""
-    if not identities:
-        return {}
-    wanted = set(identities)
-    table = ServedModel.__table__
-    # Two single-column IN lists (index-friendly, cheap to plan) and an exact filter here:
-    # a row-value IN of a whole batch took PostgreSQL longer to plan than the batch to apply.
-    rows = db.session.execute(
-        select(table.c.user_id, table.c.model_name, table.c.version, table.c.event_occurred_at).where(
-            table.c.user_id.in_({identity[0] for identity in wanted}),
-            table.c.model_name.in_({identity[1] for identity in wanted}),
-            table.c.event_occurred_at.is_not(None),
-        )
-    )
-    found = ((r.user_id, r.model_name, r.version, r.event_occurred_at) for r in rows)
-    return {(u, m, v): at for u, m, v, at in found if (u, m, v) in wanted}
-
-
-def _older(a: datetime | None, b: datetime | None) -> bool:
-    return a is not None and b is not None and a < b
+def not_older(incoming: ColumnElement, held: ColumnElement) -> ColumnElement:
+    """The staleness rule, written once: an event applies unless the registry holds data from a
+    newer event (by occurred_at); an event or data without a time counts as new as any."""
+    return or_(held.is_(None), incoming.is_(None), held <= incoming)
 
 
 def _row(item: Versioned, now: datetime) -> dict[str, Any]:
@@ -164,9 +146,8 @@ def _row(item: Versioned, now: datetime) -> dict[str, Any]:
         "metadata": reg.metadata,
         "created_at": now,
         "updated_at": now,
-        "status": Status.STOPPED.value,
+        **NEW_MODEL,
         "status_changed_at": now,
-        "keep_warm": False,
         "deleted_at": None,
         "event_occurred_at": item.occurred_at,
     }
@@ -180,11 +161,12 @@ def mark_deleted(user_id: str, model_name: str, version: str | None, occurred_at
     )
     if version is not None:
         statement = statement.where(table.c.version == version)
-    if occurred_at is not None:
-        statement = statement.where(or_(table.c.event_occurred_at.is_(None), table.c.event_occurred_at <= occurred_at))
-    statement = statement.values(
-        deleted_at=utcnow(), event_occurred_at=func.coalesce(occurred_at, table.c.event_occurred_at)
-    ).returning(table.c.id)
+    when = literal(occurred_at, table.c.event_occurred_at.type)
+    statement = (
+        statement.where(not_older(when, table.c.event_occurred_at))
+        .values(deleted_at=utcnow(), event_occurred_at=func.coalesce(occurred_at, table.c.event_occurred_at))
+        .returning(table.c.id)
+    )
     return [row.id for row in db.session.execute(statement)]
 
 
@@ -214,7 +196,7 @@ def model_for_inference(model_id: int, version: str | None = None, visible_to: P
 
     One query: the model's family (same user_id and model_name) joined to the id asked for.
     """
-    scoped = visible_to is not None and not visible_to.is_admin
+    scoped = not sees_everything(visible_to)
     params = {"model_id": model_id, **({"owner": visible_to.user_id} if scoped else {})}
     newest, named = _family_queries(scoped)
     if version is not None:
@@ -262,9 +244,7 @@ def list_models(
         raise InvalidInput("page must be 1 or more", field="page")
     if not 1 <= per_page <= MAX_PER_PAGE:
         raise InvalidInput(f"per_page must be between 1 and {MAX_PER_PAGE}", field="per_page")
-    query = select(ServedModel)
-    if visible_to is not None and not visible_to.is_admin:
-        query = query.where(ServedModel.user_id == visible_to.user_id)
+    query = visible(select(ServedModel), visible_to)
     if user_id:
         query = query.where(ServedModel.user_id == safe_name("user_id", user_id))
     if status:

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..config import Settings
 from ..errors import InvalidInput
-from ..runtime.resources import parse_memory
+from ..units import parse_memory
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 NAME_LIMITS = {"user_id": 64, "model_name": 128, "version": 64}

@@ -18,36 +18,24 @@ MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 # pinned in requirements.txt (shared with the Dockerfile's pip path)
 mapfile -t PY_PKGS < <(sed -e 's/#.*//' -e 's/[[:space:]]//g' "$HERE/requirements.txt" | grep -v '^$')
 
-FORCE=0
-for arg in "$@"; do
-  case "$arg" in
-    --force) FORCE=1 ;;
-    *) echo "usage: $0 [--force]" >&2; exit 2 ;;
-  esac
-done
-
-log() { echo "iris: $*" >&2; }
-die() { echo "iris: ERROR: $*" >&2; exit 1; }
-apt_install() {
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null 2>&1 \
-    || { apt-get update -qq >/dev/null 2>&1 \
-         && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null 2>&1; }
-}
-have_image() { docker image inspect "$1" >/dev/null 2>&1; }
+SCRIPTS="$HERE/../../../scripts"
+LOG_NAME=iris
+# shellcheck source=../../../scripts/prepared-image.sh
+source "$SCRIPTS/prepared-image.sh"
+force_flag "$@"
 
 # the source hash is stored as an image label: edited sources rebuild the image
 src_hash() {
   { printf '%s\n' "${PY_PKGS[@]}" "$BASE_IMAGE"
-    cat "$HERE/build.sh" "$HERE/Dockerfile" "$HERE/server.py" "$HERE/train.py" "$HERE/example-request.json"
+    cat "$HERE/build.sh" "$SCRIPTS/prepared-image.sh" "$HERE/Dockerfile" "$HERE/server.py" "$HERE/train.py" "$HERE/example-request.json"
   } | sha256sum | cut -c1-16
 }
-"$HERE/../../../scripts/docker-engine.sh"
+"$SCRIPTS/docker-engine.sh"
 mkdir -p "$CACHE"
 exec 8>"$CACHE/iris-build.lock"  # one iris build at a time
 flock 8
 HASH="$(src_hash)"
-if [[ $FORCE == 0 ]] && have_image "$IMAGE" \
-   && [[ "$(docker image inspect -f '{{index .Config.Labels "inference.src-hash"}}' "$IMAGE")" == "$HASH" ]]; then
+if [[ $FORCE == 0 ]] && image_current "$IMAGE" "$HASH"; then
   exit 0
 fi
 
@@ -85,44 +73,14 @@ fi
 
 # ---- (b) site-packages ----
 # the folder name changes with the pins and with this recipe's version
-site="$CACHE/iris-site/$(printf '%s\n' site-recipe-2 "${PY_PKGS[@]}" | sha256sum | cut -c1-12)"
-if [[ ! -f $site/.complete ]]; then
-  python3 -m pip --version >/dev/null 2>&1 || { log "installing python3-pip (apt-get)"; apt_install python3-pip || die "no pip for python3"; }
-  log "pip install --target ${PY_PKGS[*]} (cp311 manylinux wheels)"
-  t0=$SECONDS
-  rm -rf "$site"
-  mkdir -p "$site"
-  python3 -m pip install -q --disable-pip-version-check --no-compile --target "$site" \
-      --only-binary=:all: --platform manylinux2014_x86_64 --python-version 3.11 --implementation cp \
-      "${PY_PKGS[@]}" >"$WORK/pip.log" 2>&1 \
-    || { cat "$WORK/pip.log" >&2; die "pip install failed"; }
-  # (keep the packages' tests/ folders: numpy.testing imports numpy._core.tests)
-  rm -rf "${site:?}/bin"
-  # byte-compile here, once (the image's non-root user cannot write .pyc files,
-  # and compiling in the Dockerfile costs ~15 s per build); unchecked-hash .pyc
-  # files do not depend on mtimes, and 3.11's bytecode matches bookworm's 3.11
-  if python3 -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
-    python3 -m compileall -q -j 0 --invalidation-mode unchecked-hash "$site" >/dev/null \
-      || die "compileall of $site failed"
-  else
-    log "warning: host python3 is not 3.11: site-packages left uncompiled (slower MODEL_BACKEND=sklearn start)"
-  fi
-  touch "$site/.complete"
-  log "cached site-packages $site in $((SECONDS - t0)) s"
-fi
+site="$(prepared_site "$CACHE/iris-site" site-recipe-2 1 "${PY_PKGS[@]}")"
 
 # ---- (c) docker build ----
 ctx="$WORK/ctx"
 mkdir -p "$ctx"
 cp "$HERE/Dockerfile" "$HERE/requirements.txt" "$HERE/server.py" "$HERE/train.py" "$HERE/example-request.json" "$ctx/"
-# hard links are enough for a build context (same file system as the cache)
-mkdir -p "$ctx/prepared"
-cp -al "$site" "$ctx/prepared/site-packages" 2>/dev/null || cp -a "$site" "$ctx/prepared/site-packages"
-rm -f "$ctx/prepared/site-packages/.complete"
 log "docker build $IMAGE"
 t0=$SECONDS
-DOCKER_BUILDKIT=0 docker build --force-rm --build-arg "BASE_IMAGE=$BASE_IMAGE" \
-    --label "inference.src-hash=$HASH" -t "$IMAGE" "$ctx" >"$WORK/build.log" 2>&1 \
-  || { tail -n 30 "$WORK/build.log" >&2; die "docker build $IMAGE failed"; }
-trained="$(grep -o 'trained iris-logreg.*accuracy [0-9.]*' "$WORK/build.log" | head -n1 || true)"
+build_prepared "$IMAGE" "$BASE_IMAGE" "$HASH" "$site" "$ctx"
+trained="$(grep -o 'trained iris-logreg.*accuracy [0-9.]*' "$ctx.log" | head -n1 || true)"
 log "built $IMAGE in $((SECONDS - t0)) s${trained:+ ($trained)}"

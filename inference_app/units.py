@@ -1,4 +1,4 @@
-"""Resource limits for model containers: parsing and capping."""
+"""Units of the settings and registrations: memory sizes like '512m' to bytes and back."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ def parse_memory(name: str, raw: str | int) -> int:
 
 
 def format_memory(value: int) -> str:
+    """The shortest exact form of a byte count: '512m', '1g', or the bytes."""
     for unit, size in (("g", 1024**3), ("m", 1024**2), ("k", 1024)):
         if value % size == 0:
             return f"{value // size}{unit}"

@@ -1,0 +1,89 @@
+"""Coordination between the service's processes, in one place: locks, lock sessions, upserts.
+
+PostgreSQL arbitrates between web workers, background runners and replicas with advisory
+locks; SQLite (the single-process form) uses a process lock instead. Every advisory-lock key
+of the service is named here, and so is the one switch between the two dialects' upserts.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import Table, func, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
+
+from .extensions import db
+
+# Advisory-lock keys: arbitrary constants, unique within the service.
+LIFECYCLE_LOCK = 7_342_001  # transaction-scoped: one lifecycle decision at a time
+BACKGROUND_LEADER_LOCK = 7_342_002  # session-scoped: the one active background runner
+MIGRATION_LOCK = 7_342_003  # session-scoped: one process applies the migrations
+ACTIVITY_NAMESPACE = 7_342  # first key of the two-key locks (namespace, model id): requests in flight
+
+_local_lifecycle_lock = threading.RLock()
+
+
+def is_postgres(engine: Engine | None = None) -> bool:
+    return (engine or db.engine).dialect.name == "postgresql"
+
+
+@contextmanager
+def lifecycle_transaction() -> Iterator:
+    """A transaction holding the lifecycle lock; commits on success, rolls back on error."""
+    if is_postgres():
+        try:
+            db.session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": LIFECYCLE_LOCK})
+            yield db.session
+            db.session.commit()
+        except BaseException:
+            db.session.rollback()
+            raise
+        return
+    with _local_lifecycle_lock:
+        try:
+            yield db.session
+            db.session.commit()
+        except BaseException:
+            db.session.rollback()
+            raise
+
+
+def is_lock_conflict(exc: BaseException) -> bool:
+    """A deadlock or lock timeout the database resolved by aborting us: safe to try again."""
+    code = getattr(getattr(exc, "orig", None), "pgcode", None)
+    return code in ("40P01", "40001", "55P03")
+
+
+def dedicated_connection(engine: Engine):
+    """A DBAPI connection of its own, outside the pool: session-level locks live as long as it does."""
+    cargs, cparams = engine.dialect.create_connect_args(engine.url)
+    conn = engine.dialect.connect(*cargs, **cparams)
+    conn.autocommit = True
+    return conn
+
+
+def try_session_lock(conn, key: int) -> bool:
+    """Take a session-level advisory lock on a dedicated connection, without waiting."""
+    with conn.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s)", (key,))
+        return bool(cursor.fetchone()[0])
+
+
+def session_lock(conn, key: int) -> None:
+    """Take a session-level advisory lock on a dedicated connection, waiting for it."""
+    with conn.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_lock(%s)", (key,))
+
+
+def insert_for(table: Table, dialect_name: str | None = None):
+    """An INSERT that supports ON CONFLICT, in the dialect of the database in use."""
+    name = dialect_name or db.engine.dialect.name
+    return (postgresql.insert if name == "postgresql" else sqlite.insert)(table)
+
+
+def greatest(dialect_name: str):
+    """GREATEST(a, b) in PostgreSQL, MAX(a, b) in SQLite."""
+    return func.greatest if dialect_name == "postgresql" else func.max
