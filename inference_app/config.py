@@ -64,7 +64,13 @@ KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
 
 def _upper_choice(choices: tuple[str, ...]):
-    return lambda name, raw: parse_choice(name, raw, tuple(c.lower() for c in choices)).upper()
+    def parse(name: str, raw: str) -> str:
+        value = raw.strip().upper()
+        if value not in choices:
+            raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+        return value
+
+    return parse
 
 
 @dataclass(frozen=True)

@@ -96,7 +96,8 @@ class KafkaListener:
         while not self._stop.is_set():
             consumer = None
             try:
-                self._set_state("connecting")
+                if self.state != "unauthorized":  # (refused again: one log line, not one per retry)
+                    self._set_state("connecting")
                 consumer = self._connect()
                 self._set_state("connected")
                 backoff = 1.0
