@@ -262,6 +262,10 @@ EOF
 # ensure_tls: a CA and a server certificate for 127.0.0.1 signed by it, in a PKCS12 keystore.
 ensure_tls() {
     [[ -s "$TLS_DIR/server.p12" && -s "$TLS_DIR/ca.pem" ]] && return 0
+    if ! command -v openssl >/dev/null && [[ $EUID -eq 0 ]]; then
+        log "installing openssl (apt-get) for the SASL_SSL listener's certificates"
+        apt-get install -y -qq openssl >/dev/null 2>&1 || { apt-get update -qq >/dev/null && apt-get install -y -qq openssl >/dev/null; }
+    fi
     command -v openssl >/dev/null || die "openssl not found (needed for the SASL_SSL listener's certificates)"
     local tmp="$TLS_DIR.tmp.$$"
     rm -rf "$tmp"
