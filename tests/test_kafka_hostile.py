@@ -3,6 +3,7 @@ event times that try to freeze or downgrade a model; against real Kafka and Post
 
 import base64
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -10,10 +11,13 @@ from conftest import ECHO, built_app
 from kafka_support import committed_offsets, create_topics, fresh_topics, producer, require_kafka, send, wait_for
 from sqlalchemy import func, select, text
 
+from inference_app.events.contract import Position, Upload
+from inference_app.events.ingest import apply_events
 from inference_app.events.listener import KafkaListener
 from inference_app.extensions import db
 from inference_app.models import DeadLetter, IngestedEvent, ServedModel
 from inference_app.services.context import context
+from inference_app.services.validation import validate_registration
 
 GOOD = {"user_id": "carol", "model_name": "after-the-storm", "image": ECHO, "event_id": "good-1"}
 
@@ -202,6 +206,28 @@ def test_a_batch_the_database_refuses_is_split_and_only_the_refused_event_dead_l
         again.stop()
     assert scalar(kafka_app, select(func.count()).select_from(IngestedEvent)) == 61
     assert len(letters(kafka_app)) == 1
+
+
+def test_values_the_driver_cannot_send_are_dead_lettered_too(app):
+    """Defence in depth behind decoding: events built past it, with text psycopg2 refuses to send."""
+    with app.app_context():
+        settings = context().settings
+        good = validate_registration({"user_id": "fay", "model_name": "fine", "image": ECHO}, settings)
+        events = [
+            Upload(Position("up", 0, 0), good, None, None, b"{}"),
+            Upload(Position("up", 0, 1), replace(good, model_name="nul", image="echo\x00"), None, None, b"a\x00"),
+            Upload(Position("up", 0, 2), replace(good, model_name="pair", image="\ud800"), None, None, b"\xed\xa0"),
+            Upload(Position("up", 0, 3), replace(good, model_name="also-fine"), None, None, b"{}"),
+        ]
+        result = apply_events(events)
+        assert (result.applied, result.dead_lettered) == (2, 2)
+        names = set(db.session.scalars(select(ServedModel.model_name)))
+        assert names == {"fine", "also-fine"}
+        stored = list(db.session.scalars(select(DeadLetter).order_by(DeadLetter.offset)))
+        assert [d.offset for d in stored] == [1, 2]
+        assert "NUL" in stored[0].reason and stored[0].payload == "base64:" + base64.b64encode(b"a\x00").decode()
+        assert "surrogates not allowed" in stored[1].reason and stored[1].payload.startswith("base64:")
+        db.session.remove()
 
 
 def test_occurred_at_far_in_the_future_is_refused_and_cannot_freeze_a_model(kafka_app, listener):

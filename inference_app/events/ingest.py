@@ -55,7 +55,7 @@ def apply_events(events: list[Decoded]) -> BatchResult:
     """
     try:
         return apply_batch(events)
-    except SQLAlchemyError as exc:
+    except (SQLAlchemyError, ValueError) as exc:
         db.session.rollback()
         if not refused(exc):
             raise
@@ -78,9 +78,9 @@ def apply_events(events: list[Decoded]) -> BatchResult:
         )
 
 
-def refused(exc: SQLAlchemyError) -> bool:
+def refused(exc: Exception) -> bool:
     """Whether the database (or its driver) refused the data, as opposed to being unavailable."""
-    if isinstance(exc, (DataError, IntegrityError)):
+    if isinstance(exc, (DataError, IntegrityError, ValueError)):  # psycopg2 raises ValueError for NUL in text
         return True
     return isinstance(exc, StatementError) and not isinstance(exc, DBAPIError)  # a value the driver cannot send
 
