@@ -104,3 +104,17 @@ def test_wait_false_starts_use_a_small_pool_not_a_thread_per_call(client, regist
     assert answers == [202] * 30
     starters = [t for t in threading.enumerate() if t.name.startswith(("model-start", "start-model"))]
     assert 1 <= len(starters) <= 4
+
+
+@pytest.mark.settings(image_allowlist="inference-test/")
+def test_the_allowlist_is_checked_again_at_every_start(app, client, register, docker_client):
+    from dataclasses import replace
+
+    model = register()
+    ctx = app.extensions["inference"]
+    ctx.settings = replace(ctx.settings, image_allowlist="inference-examples/")  # the operator narrowed it
+    refused = client.post(f"/api/models/{model['id']}/start")
+    assert refused.status_code == 403
+    assert "inference-test/echo:1 is not in IMAGE_ALLOWLIST" in refused.get_json()["error"]["message"]
+    assert client.get(f"/api/models/{model['id']}").get_json()["status"] == "failed"
+    assert managed_containers(docker_client, model["id"]) == []

@@ -20,6 +20,7 @@ from ...errors import (
     Conflict,
     ContainerFailed,
     EngineUnavailable,
+    Forbidden,
     NoCapacity,
     OwnerLimitReached,
     ServiceError,
@@ -32,6 +33,7 @@ from ...runtime import Endpoint, InstanceSpec
 from ...runtime.readiness import backoff_delays
 from ...units import parse_memory
 from ..context import context
+from ..validation import image_allowed, nano_cpus
 from . import eviction, transitions
 from .decisions import admit, owner_limit
 
@@ -173,7 +175,7 @@ def instance_spec(model: ServedModel, replica: int = 0) -> InstanceSpec:
     settings = context().settings
     max_memory = parse_memory("MAX_MEMORY", settings.max_memory)
     memory = min(model.memory_bytes or parse_memory("DEFAULT_MEMORY", settings.default_memory), max_memory)
-    cpus = min(model.cpus or settings.default_cpus, settings.max_cpus)
+    cpus = max(min(model.cpus or settings.default_cpus, settings.max_cpus), settings.min_cpus)
     return InstanceSpec(
         model_id=model.id,
         user_id=model.user_id,
@@ -183,7 +185,7 @@ def instance_spec(model: ServedModel, replica: int = 0) -> InstanceSpec:
         replica=replica,
         env=dict(model.env or {}),
         memory_bytes=memory,
-        nano_cpus=int(cpus * 1e9),
+        nano_cpus=nano_cpus(cpus),
         pids_limit=settings.pids_limit,
         read_only=settings.read_only_rootfs,
     )
@@ -198,6 +200,7 @@ def _start_claimed(model_id: int) -> Endpoint:
     db.session.commit()  # end the read transaction: no database locks held while the runtime works
     began = time.monotonic()
     try:
+        _check_allowed(spec.image)
         instance = runtime.start(spec)
         endpoint = runtime.wait_ready(instance, health_path, began + ctx.settings.start_timeout_seconds)
     except EngineUnavailable as exc:
@@ -225,6 +228,13 @@ def _start_claimed(model_id: int) -> Endpoint:
         raise Conflict("the model was stopped while it was starting")
     logger.info("model %s running on %s:%s after %.0f ms", model_id, endpoint.host, endpoint.port, duration * 1000)
     return endpoint
+
+
+def _check_allowed(image: str) -> None:
+    """IMAGE_ALLOWLIST again at every start: a narrowed list also holds for models registered before."""
+    allowlist = context().settings.allowed_image_prefixes
+    if not image_allowed(image, allowlist):
+        raise Forbidden(f"image {image} is not in IMAGE_ALLOWLIST ({', '.join(allowlist)})")
 
 
 def _abandon(model_id: int, target: Status, message: str) -> None:
