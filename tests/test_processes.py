@@ -51,7 +51,7 @@ def test_herd_of_200_first_requests_across_4_workers_starts_one_container(fresh_
     with ThreadPoolExecutor(200) as pool:
         responses = list(pool.map(call, range(200)))
     codes = [r.status_code for r in responses]
-    assert codes == [200] * 200, {c: codes.count(c) for c in set(codes)}
+    assert codes == [200] * 200, ({c: codes.count(c) for c in set(codes)}, [r.text[:300] for r in responses if r.status_code != 200][:3])
     answers = [r.json()["predictions"] for r in responses]
     assert answers == [["setosa"] if i % 2 else ["versicolor"] for i in range(200)]
     assert created_since(docker_client, since, model["id"]) == 1
