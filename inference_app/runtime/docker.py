@@ -8,16 +8,15 @@ found again by deterministic name and namespaced labels.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 
 import docker
 import docker.errors
 import requests.exceptions
-import urllib3
 
 from ..config import Settings
 from ..errors import ContainerFailed, EngineUnavailable, ImageMissing
+from ..http_pools import ProcessPool
 from . import labels
 from .base import Endpoint, Instance, InstanceSpec, Limits, Runtime
 from .isolation import ModelNetworks, ModelsNetwork
@@ -42,8 +41,7 @@ class DockerRuntime(Runtime):
         self._client: docker.DockerClient | None = None
         self._lock = threading.Lock()
         self._calls = threading.BoundedSemaphore(8)
-        self._http: urllib3.PoolManager | None = None
-        self._http_pid = 0
+        self._health_pool = ProcessPool(num_pools=64, maxsize=4)
         self._network = ModelsNetwork(settings.container_prefix, settings.instance_name)
         self._model_networks = ModelNetworks(settings.docker_network, settings.instance_name)
 
@@ -63,14 +61,6 @@ class DockerRuntime(Runtime):
                     except docker.errors.DockerException as exc:
                         raise EngineUnavailable(f"Docker engine unreachable: {_short(exc)}", retry_after=5) from exc
         return self._client
-
-    @property
-    def health_http(self) -> urllib3.PoolManager:
-        """Connections for health checks, one pool per process."""
-        if self._http is None or self._http_pid != os.getpid():
-            self._http = urllib3.PoolManager(num_pools=64, maxsize=4, block=False, retries=False)
-            self._http_pid = os.getpid()
-        return self._http
 
     def _call(self, fn, *args, **kwargs):
         with self._calls:
@@ -122,7 +112,7 @@ class DockerRuntime(Runtime):
             raise ContainerFailed(f"Docker refused to create the container: {_short(exc)}") from exc
 
     def wait_ready(self, instance: Instance, health_path: str, deadline: float) -> Endpoint:
-        return poll_ready(self, self.health_http, instance, health_path, deadline)
+        return poll_ready(self, self._health_pool.get(), instance, health_path, deadline)
 
     def _create_kwargs(self, spec: InstanceSpec, name: str) -> dict:
         s = self.settings
