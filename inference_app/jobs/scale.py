@@ -128,6 +128,10 @@ class Autoscaler:
             finally:
                 db.session.remove()
 
+    def history(self, model_id: int) -> list[Sample]:
+        """The load samples kept for a model, oldest first."""
+        return list(self._history.get(model_id, ()))
+
     def _forget(self, model_id: int) -> None:
         self._history.pop(model_id, None)
         self._last_up.pop(model_id, None)

@@ -97,7 +97,7 @@ def _held(reason: str, model: ServedModel, desired: int, cap: int, per_owner: in
         why = (
             f"all {cap} container slots are taken (MAX_RUNNING_CONTAINERS) and no other model has an idle extra replica"
         )
-    return f"at the cap: the load asks for {desired} replicas, it stays at {holds}: {why}"
+    return f"at the cap: the load asks for {desired} replicas; it stays at {holds} because {why}"
 
 
 def start_replica(claim: ReplicaClaim) -> bool:
