@@ -200,7 +200,9 @@ def test_replicas_are_removed_one_at_a_time_after_the_load_stops(
 
 
 @pytest.mark.settings(**FAST_SCALING)
-def test_a_replica_killed_under_load_loses_no_request(app, client, register, live_server, scaler, docker_client):
+def test_a_replica_killed_under_load_loses_no_request(
+    app, client, register, live_server, scaler, docker_client, caplog
+):
     model = register(image=SLOW, min_replicas=3, max_replicas=3)
     start(client, model["id"])
     scaler.until(lambda: replicas(app, model["id"])["ready"] == 3, what="min_replicas to be reached")
@@ -217,6 +219,8 @@ def test_a_replica_killed_under_load_loses_no_request(app, client, register, liv
         served = len(load.statuses)
         eventually(lambda: len(load.statuses) >= served + 12, what="requests served after the kill")
     assert load.failures == []
+    retried = [r for r in caplog.records if "replica 2 failed" in r.getMessage()]
+    assert retried, "no request was in flight on the killed replica"
     vanished = events(app, model["id"], EventKind.VANISHED)
     assert [e.detail.split(":")[0] for e in vanished] == ["replica 2"]
     assert client.get(f"/api/models/{model['id']}").get_json()["status"] == "running"
