@@ -8,6 +8,7 @@ request to inference-test/slow:1 stays in flight for the seconds it asks for.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections import Counter
@@ -54,6 +55,18 @@ def events(app, model_id: int, kind: str) -> list[ModelEvent]:
         ).all()
         db.session.remove()
     return list(found)
+
+
+def metric(client, name: str, **labels) -> float:
+    """One sample of the /metrics exposition (0 when absent)."""
+    text = client.get("/metrics").get_data(as_text=True)
+    want = sorted(f'{k}="{v}"' for k, v in labels.items())
+    for line in text.splitlines():
+        found, _, value = line.rpartition(" ")
+        label_text = found[len(name) :].strip("{}")
+        if found.split("{")[0] == name and sorted(label_text.split(",") if label_text else []) == want:
+            return float(value)
+    return 0.0
 
 
 def running(docker_client, model_id: int | None = None) -> list:
@@ -137,6 +150,7 @@ def test_sustained_load_adds_replicas_and_spreads_requests_over_them(
     start(client, model["id"])
     with Load(f"{live_server}/api/models/{model['id']}/infer?seconds=0.5", clients=4) as load:
         scaler.until(lambda: replicas(app, model["id"])["ready"] == 3, what="three ready replicas")
+        assert eventually(lambda: metric(client, "inference_in_flight_requests", model_id=model["id"]) >= 1)
         served_before = len(load.statuses)
         eventually(lambda: len(load.statuses) >= served_before + 12, what="requests served by three replicas")
     assert load.failures == []
@@ -149,6 +163,25 @@ def test_sustained_load_adds_replicas_and_spreads_requests_over_them(
     shown = client.get(f"/api/models/{model['id']}").get_json()
     assert shown["replicas"] == {"starting": 0, "ready": 3, "draining": 0, "desired": 3}
     assert shown["max_replicas"] == 3 and shown["target_concurrency"] == 1 and shown["scale_note"] is None
+
+
+@pytest.mark.settings(**FAST_SCALING)
+def test_replicas_show_in_the_dashboard_and_the_metrics(app, client, register, scaler):
+    model = register(image=SLOW, min_replicas=2, max_replicas=3)
+    start(client, model["id"])
+    scaler.until(lambda: replicas(app, model["id"])["ready"] == 2, what="min_replicas to be reached")
+    row = client.get(f"/models/{model['id']}/row").get_data(as_text=True)
+    assert "2/2 replicas" in row
+    page = client.get(f"/models/{model['id']}").get_data(as_text=True)
+    assert "Replicas: 2 ready of 2 desired" in page and "2 to 3; another above 4 requests in flight each" in page
+    assert page.count('class="badge replica-ready"') == 2
+    ops = client.get("/running").get_data(as_text=True)
+    assert "Recent scaling" in ops and "kind-scaled_up" in ops and "replica 1 ready" in ops
+    assert "2 of 10" in re.sub(r"<[^>]+>", "", ops)  # two container slots in use
+    assert metric(client, "inference_replicas", model_id=model["id"], state="ready") == 2
+    assert metric(client, "inference_scale_ups_total", model_id=model["id"]) == 1
+    assert metric(client, "inference_containers", state="running") == 2
+    assert metric(client, "inference_containers", state="active") == 2
 
 
 @pytest.mark.settings(**FAST_SCALING)
