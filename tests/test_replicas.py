@@ -8,6 +8,7 @@ request to inference-test/slow:1 stays in flight for the seconds it asks for.
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
@@ -19,6 +20,8 @@ from conftest import BASE_SETTINGS, INSTANCE, SLOW, managed_containers
 from sqlalchemy import delete, select
 
 from inference_app import create_app
+from inference_app.events.contract import Position, Rejected, decode
+from inference_app.events.ingest import apply_batch
 from inference_app.extensions import db
 from inference_app.jobs.reconcile import reconcile
 from inference_app.jobs.scale import Autoscaler
@@ -337,3 +340,31 @@ def test_replicas_count_against_the_cap_and_extras_go_first(app, client, registe
     assert len(made_room) == 1 and f"made room for model {late['id']}" in made_room[0].detail
     assert events(app, idle["id"], EventKind.EVICTED) == [] and events(app, busy["id"], EventKind.EVICTED) == []
     assert len(events(app, busy["id"], EventKind.SCALE_HELD)) == 1
+
+
+def test_scaling_settings_through_the_api_and_a_kafka_event(app, client):
+    body = {"user_id": "alice", "model_name": "api", "image": SLOW}
+    bad = client.post("/api/models", json={**body, "min_replicas": 3, "max_replicas": 2})
+    assert bad.status_code == 400 and bad.get_json()["error"]["details"]["field"] == "min_replicas"
+    too_many = client.post("/api/models", json={**body, "max_replicas": 9})  # MAX_REPLICAS_PER_MODEL is 8
+    assert (
+        too_many.status_code == 400
+        and "max_replicas must be between 1 and 8" in too_many.get_json()["error"]["message"]
+    )
+    made = client.post("/api/models", json={**body, "min_replicas": 1, "max_replicas": 4, "target_concurrency": 2})
+    assert made.status_code == 201
+    shown = made.get_json()
+    assert (shown["min_replicas"], shown["max_replicas"], shown["target_concurrency"]) == (1, 4, 2)
+    assert shown["replicas"] == {"starting": 0, "ready": 0, "draining": 0, "desired": 0} and shown["scale_note"] is None
+    assert shown["idle_deadline"] is None  # min_replicas 1: never stopped for being idle
+    with app.app_context():
+        settings = context().settings
+        event = {"user_id": "alice", "model_name": "kafka", "image": SLOW, "max_replicas": 3, "target_concurrency": 8}
+        position = Position(settings.kafka_topic_uploaded, 0, 0)
+        decoded = decode(position, json.dumps(event).encode(), settings)
+        assert apply_batch([decoded]).applied == 1
+        model = db.session.scalar(select(ServedModel).where(ServedModel.model_name == "kafka"))
+        assert (model.min_replicas, model.max_replicas, model.target_concurrency) == (0, 3, 8)
+        rejected = decode(position, json.dumps({**event, "max_replicas": 0}).encode(), settings)
+        assert isinstance(rejected, Rejected) and rejected.reason.startswith("max_replicas must be between 1 and 8")
+        db.session.remove()
