@@ -154,6 +154,9 @@ def _settle_replicas(
     for row in gone:
         if model.state is not Status.RUNNING:
             break  # it vanished with its last ready replica: the rest went with it
+        if row.state is ReplicaStatus.DRAINING:
+            transitions.drop_replica(model, row)  # it was on its way out anyway
+            continue
         _drop_vanished_replica(model, row, now)
         if model.id not in report.vanished:
             report.vanished.append(model.id)

@@ -18,6 +18,7 @@ from ...coordination import lifecycle_transaction
 from ...errors import ServiceError
 from ...extensions import db
 from ...models import EventKind, Replica, ReplicaStatus, ServedModel, Status, utcnow
+from ...runtime import Instance
 from ..activity import FLUSH_INTERVAL
 from ..context import context
 from ..model_view import CACHE_SECONDS
@@ -74,7 +75,7 @@ def grow(model_id: int, add: int, desired: int, reason: str) -> Growth:
                     break
                 victims.append(victim)
             claimed.append(transitions.claim_replica(model, ctx.owner, settings.start_timeout_seconds, now))
-        if growth.held and growth.held != model.scale_note:
+        if growth.held and model.scale_note is None:  # once per episode, not on every look
             transitions.record(model_id, EventKind.SCALE_HELD, detail=growth.held)
             logger.info("model %s: %s", model_id, growth.held)
         transitions.set_scaling(model, desired, growth.held)
@@ -109,15 +110,16 @@ def start_replica(claim: ReplicaClaim) -> bool:
     health_path = model.health_path
     db.session.commit()  # no database locks held while the runtime works
     began = time.monotonic()
+    instance = None
     try:
         instance = runtime.start(spec)
         endpoint = runtime.wait_ready(instance, health_path, began + ctx.settings.start_timeout_seconds)
     except ServiceError as exc:
-        _abandon(claim, exc.message)
+        _abandon(claim, exc.message, instance)
         return False
     except Exception as exc:
         logger.exception("starting replica %s of model %s failed unexpectedly", claim.replica, claim.model_id)
-        _abandon(claim, f"start failed: {exc.__class__.__name__}")
+        _abandon(claim, f"start failed: {exc.__class__.__name__}", instance)
         return False
     duration = time.monotonic() - began
     with lifecycle_transaction():
@@ -142,13 +144,11 @@ def _claimed_row(model: ServedModel, claim: ReplicaClaim) -> Replica | None:
     return row if row.lease_owner == context().owner else None
 
 
-def _abandon(claim: ReplicaClaim, message: str) -> None:
+def _abandon(claim: ReplicaClaim, message: str, instance: Instance | None) -> None:
     """Remove what a failed replica start left and forget the replica; the model keeps running."""
-    runtime = context().runtime
     try:
-        for instance in runtime.list_managed(claim.model_id):
-            if instance.replica == claim.replica:
-                runtime.remove(instance.instance_id, timeout=0)
+        if instance is not None:  # else the runtime created nothing, or removed it itself
+            context().runtime.remove(instance.instance_id, timeout=0)
     except ServiceError as exc:
         logger.warning("could not remove replica %s of model %s: %s", claim.replica, claim.model_id, exc.message)
     with lifecycle_transaction():
