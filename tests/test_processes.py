@@ -53,7 +53,13 @@ def test_herd_of_200_first_requests_across_4_workers_starts_one_container(fresh_
 
 
 def test_cap_is_never_exceeded_under_random_load(fresh_db, docker_client, procs, tmp_path):
-    env = service_env(web_concurrency=4, max_running_containers=3, queue_timeout_seconds=5, gunicorn_threads=32)
+    env = service_env(
+        web_concurrency=4,
+        max_running_containers=3,
+        max_running_per_owner=10,  # one owner's models: the cap, not the owner's limit, is under test
+        queue_timeout_seconds=5,
+        gunicorn_threads=32,
+    )
     web, base = procs.web(env)
     models = [register(base, model_name=f"m{i}") for i in range(10)]
     stop = threading.Event()
