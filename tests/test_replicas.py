@@ -16,7 +16,8 @@ from collections import Counter
 
 import pytest
 import requests
-from conftest import BASE_SETTINGS, INSTANCE, SLOW, managed_containers
+from conftest import BASE_SETTINGS, INSTANCE, SLOW, built_app, created_since, managed_containers
+from service_process import Processes, service_env
 from sqlalchemy import delete, select
 
 from inference_app import create_app
@@ -25,7 +26,7 @@ from inference_app.events.ingest import apply_batch
 from inference_app.extensions import db
 from inference_app.jobs.reconcile import reconcile
 from inference_app.jobs.scale import Autoscaler
-from inference_app.models import EventKind, ModelEvent, Replica, ServedModel
+from inference_app.models import EventKind, ModelEvent, ModelLoad, Replica, ServedModel
 from inference_app.services.context import context
 
 FAST_SCALING = {"scale_up_window_seconds": 0.5, "scale_down_delay_seconds": 1.0, "queue_timeout_seconds": 20.0}
@@ -368,3 +369,40 @@ def test_scaling_settings_through_the_api_and_a_kafka_event(app, client):
         rejected = decode(position, json.dumps({**event, "max_replicas": 0}).encode(), settings)
         assert isinstance(rejected, Rejected) and rejected.reason.startswith("max_replicas must be between 1 and 8")
         db.session.remove()
+
+
+def test_across_web_workers_the_load_is_summed_and_replicas_are_added_once(database, docker_client, tmp_path):
+    """Real gunicorn workers report their load; the one background runner scales, once for the herd."""
+    with built_app(docker_client) as app:
+        procs = Processes(tmp_path)
+        try:
+            env = service_env(
+                web_concurrency=3,
+                scale_check_interval_seconds=0.2,
+                scale_up_window_seconds=0.5,
+                scale_down_delay_seconds=1.0,
+            )
+            _web, base = procs.web(env)
+            procs.worker(env)
+            body = {"user_id": "alice", "model_name": "herd", "image": SLOW, "max_replicas": 2, "target_concurrency": 3}
+            model = requests.post(f"{base}/api/models", json=body, timeout=10).json()
+            began = time.time()
+            assert requests.post(f"{base}/api/models/{model['id']}/start", timeout=30).status_code == 200
+
+            def ready() -> int:
+                return requests.get(f"{base}/api/models/{model['id']}", timeout=10).json()["replicas"]["ready"]
+
+            reporters = set()
+            with Load(f"{base}/api/models/{model['id']}/infer?seconds=0.5", clients=8) as load:
+                eventually(lambda: ready() == 2, what="a second replica for the summed load")
+                with app.app_context():
+                    rows = db.session.scalars(select(ModelLoad).where(ModelLoad.model_id == model["id"])).all()
+                    reporters = {r.process for r in rows}
+                    db.session.remove()
+            assert load.failures == []
+            assert len(reporters) >= 2, "the load came from one worker only"
+            eventually(lambda: ready() == 1, what="the scale-down once the load stopped")
+        finally:
+            procs.stop_all()
+        assert created_since(docker_client, began, model["id"]) == 2  # replica 0, and one more: not one per worker
+        assert len(events(app, model["id"], EventKind.SCALED_UP)) == 1
