@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from flask import Flask
 from sqlalchemy import func, select
 
+from ..errors import ServiceError
 from ..extensions import db
 from ..models import Replica, ReplicaStatus, ServedModel, Status, utcnow
 from ..services import lifecycle, load
@@ -89,7 +90,14 @@ class Autoscaler:
                 list(history), now, replicas, policy, up_window, down_delay, self._last_up.get(m.id)
             )
             verdicts[m.id] = verdict
-            self._act(m, verdict, replicas, now)
+            try:
+                self._act(m, verdict, replicas, now)
+            except ServiceError as exc:  # one model's trouble holds up no other model
+                db.session.rollback()
+                logger.warning("scaling model %s: %s", m.id, exc.message)
+            except Exception:
+                db.session.rollback()
+                logger.exception("scaling model %s failed", m.id)
         return verdicts
 
     def _act(self, model, verdict: ScaleVerdict, replicas: Replicas, now: datetime) -> None:
