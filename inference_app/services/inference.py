@@ -149,10 +149,12 @@ def _infer_entered(model: ModelView, body: bytes, headers, request_id: str, quer
             balancing.leave(route, ctx.activity)
             if attempt == 2:
                 raise
-            broken = isinstance(exc, ConnectionBroken)  # something was sent: repeat it only if that instance is gone
+            # Something was sent over a broken connection: repeat it only on another replica, and
+            # only if this one is gone (never twice to a model that may have crashed on it).
+            broken = isinstance(exc, ConnectionBroken)
             gone = lifecycle.report_unreachable(model_id, route.endpoint, settle=broken)
             others = [r for r in routes if r.endpoint.instance_id != route.endpoint.instance_id]
-            if not gone and (broken or not others):
+            if (not gone and (broken or not others)) or (broken and not others):
                 raise
             avoid.add(route.endpoint.instance_id)
             if others:
