@@ -100,6 +100,10 @@ class Settings:
     pids_limit: int = 256
     read_only_rootfs: bool = False
     max_running_per_owner: int = 0  # 0: half of MAX_RUNNING_CONTAINERS, at least 1
+    max_replicas_per_model: int = 8  # the highest max_replicas a model may register
+    scale_check_interval_seconds: float = 1.0  # how often the autoscaler looks at the load
+    scale_up_window_seconds: float = 3.0  # load above target this long adds replicas
+    scale_down_delay_seconds: float = 30.0  # load low enough for one replica fewer this long removes one
     model_user: str = ""  # e.g. "65534:65534": run model containers as this user, not root
     model_log_max_size: str = "10m"  # json-file log rotation of model containers
     model_log_max_files: int = 3
@@ -265,6 +269,10 @@ _PARSERS = {
     "pids_limit": _int(16),
     "read_only_rootfs": parse_bool,
     "max_running_per_owner": _int(0, 10_000),
+    "max_replicas_per_model": _int(1, 1000),
+    "scale_check_interval_seconds": _float(0.1),
+    "scale_up_window_seconds": _float(0.0),
+    "scale_down_delay_seconds": _float(0.0),
     "model_user": lambda n, r: _model_user(n, r),
     "model_log_max_size": lambda n, r: _log_size(n, r),
     "model_log_max_files": _int(1, 100),

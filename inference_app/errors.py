@@ -67,6 +67,10 @@ class ModelUnreachable(ContainerFailed):
     code = "model_unreachable"
 
 
+class ConnectionBroken(ContainerFailed):
+    """The connection to the model broke before any answer: safe to repeat only if its instance is gone."""
+
+
 class EngineUnavailable(ServiceError):
     status = 503
     code = "engine_unavailable"

@@ -36,6 +36,24 @@ REGISTRATION = {
         "memory": {"oneOf": [{"type": "string", "example": "512m"}, {"type": "integer"}]},
         "cpus": {"type": "number", "exclusiveMinimum": 0},
         "idle_timeout_seconds": {"type": "integer", "minimum": 1},
+        "min_replicas": {
+            "type": "integer",
+            "minimum": 0,
+            "default": 0,
+            "description": "Replicas kept while it runs; 0 lets idle shutdown stop it. At most max_replicas",
+        },
+        "max_replicas": {
+            "type": "integer",
+            "minimum": 1,
+            "default": 1,
+            "description": "Replicas the autoscaler may run; at most MAX_REPLICAS_PER_MODEL",
+        },
+        "target_concurrency": {
+            "type": "integer",
+            "minimum": 1,
+            "default": 4,
+            "description": "Requests in flight per ready replica above which another replica is added",
+        },
         "metadata": {"type": "object"},
     },
 }
@@ -52,6 +70,20 @@ MODEL = {
         "last_used_at": {"type": ["string", "null"], "format": "date-time"},
         "idle_deadline": {"type": ["string", "null"], "format": "date-time"},
         "keep_warm": {"type": "boolean"},
+        "replicas": {
+            "type": "object",
+            "description": "The model's replicas by state, and how many the autoscaler aims for",
+            "properties": {
+                "ready": {"type": "integer"},
+                "starting": {"type": "integer"},
+                "draining": {"type": "integer"},
+                "desired": {"type": "integer"},
+            },
+        },
+        "scale_note": {
+            "type": ["string", "null"],
+            "description": "Why it runs fewer replicas than its load asks for (at the cap), else null",
+        },
     },
 }
 MODEL_ID = {"name": "model_id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0}}

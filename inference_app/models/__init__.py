@@ -6,6 +6,8 @@ from .heartbeat import Heartbeat
 from .inference_minute import InferenceMinute
 from .ingestion import DeadLetter, IngestedEvent
 from .model_event import EventKind, ModelEvent
+from .model_load import ModelLoad
+from .replica import Replica, ReplicaStatus
 from .served_model import ServedModel, utcnow
 from .status import ACTIVE, Status
 
@@ -19,6 +21,9 @@ __all__ = [
     "IngestedEvent",
     "InferenceMinute",
     "ModelEvent",
+    "ModelLoad",
+    "Replica",
+    "ReplicaStatus",
     "ServedModel",
     "Status",
     "utcnow",

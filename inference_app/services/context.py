@@ -13,10 +13,11 @@ from ..config import Settings
 from ..extensions import db
 from ..http_pools import ProcessPool
 from ..runtime import Runtime, make_runtime
-from .activity import Activity, SharedActivity
+from .activity import Activity
 from .flights import Flights, StartQueue
 from .model_view import RunningModels
 from .rate_limit import RateLimiter
+from .shared_activity import SharedActivity
 
 EXTENSION = "inference"
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import urllib3
 
-from ..errors import ContainerFailed, InferenceTimeout, ModelUnreachable
+from ..errors import ConnectionBroken, ContainerFailed, InferenceTimeout, ModelUnreachable
 from ..runtime import Endpoint
 
 FORWARDED_REQUEST_HEADERS = ("Content-Type", "Accept", "Accept-Encoding", "Content-Encoding", "User-Agent")
@@ -59,7 +59,7 @@ def forward(
     except urllib3.exceptions.ProtocolError as exc:
         if _refused(exc):
             raise ModelUnreachable("the model container refused the connection") from exc
-        raise ContainerFailed(f"the model container broke the connection: {_reason(exc)}") from exc
+        raise ConnectionBroken(f"the model container broke the connection: {_reason(exc)}") from exc
     except urllib3.exceptions.HTTPError as exc:
         raise ContainerFailed(f"talking to the model container failed: {_reason(exc)}") from exc
     passed = {name: response.headers[name] for name in RETURNED_RESPONSE_HEADERS if name in response.headers}

@@ -55,6 +55,7 @@ RUNTIME_HOOK_ENV_KEYS = frozenset(
 HARMLESS_PYTHON_ENV_KEYS = frozenset(
     {"PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE", "PYTHONHASHSEED", "PYTHONIOENCODING", "PYTHONUTF8"}
 )
+MAX_TARGET_CONCURRENCY = 10_000
 
 REQUIRED = ("user_id", "model_name", "image")
 OPTIONAL = (
@@ -66,6 +67,9 @@ OPTIONAL = (
     "memory",
     "cpus",
     "idle_timeout_seconds",
+    "min_replicas",
+    "max_replicas",
+    "target_concurrency",
     "metadata",
 )
 FIELDS = REQUIRED + OPTIONAL
@@ -86,6 +90,9 @@ class Registration:
     memory_bytes: int | None = None
     cpus: float | None = None
     idle_timeout_seconds: int | None = None
+    min_replicas: int = 0
+    max_replicas: int = 1
+    target_concurrency: int = 4
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
@@ -243,6 +250,7 @@ def validate_registration(data: Any, settings: Settings, keep_unknown: bool = Fa
         reg.cpus = _cpus(data["cpus"], settings)
     if data.get("idle_timeout_seconds") is not None:
         reg.idle_timeout_seconds = _int("idle_timeout_seconds", data["idle_timeout_seconds"], 1, MAX_IDLE_TIMEOUT)
+    _scaling(reg, data, settings.max_replicas_per_model)
     metadata = data.get("metadata")
     if metadata is not None and not isinstance(metadata, dict):
         raise InvalidInput("metadata must be an object", field="metadata")
@@ -291,6 +299,20 @@ def _under(image: str, entry: str) -> bool:
 def nano_cpus(cpus: float) -> int:
     """Docker's NanoCpus for a CPU share: never 0, which Docker reads as "no limit"."""
     return max(int(round(cpus * NANO)), int(MIN_CPUS_FLOOR * NANO))
+
+
+def _scaling(reg: Registration, data: Mapping, max_per_model: int) -> None:
+    """min_replicas <= max_replicas <= MAX_REPLICAS_PER_MODEL, and a target of requests in flight per replica."""
+    if data.get("max_replicas") is not None:
+        reg.max_replicas = _int("max_replicas", data["max_replicas"], 1, max_per_model)
+    if data.get("min_replicas") is not None:
+        reg.min_replicas = _int("min_replicas", data["min_replicas"], 0, max_per_model)
+    if reg.min_replicas > reg.max_replicas:
+        raise InvalidInput(
+            f"min_replicas ({reg.min_replicas}) must not exceed max_replicas ({reg.max_replicas})", field="min_replicas"
+        )
+    if data.get("target_concurrency") is not None:
+        reg.target_concurrency = _int("target_concurrency", data["target_concurrency"], 1, MAX_TARGET_CONCURRENCY)
 
 
 def _image(value: Any, allowed_prefixes: tuple[str, ...]) -> str:

@@ -58,7 +58,7 @@ class _Wait:
 
 @dataclass(frozen=True)
 class _Claimed:
-    victim_id: int | None
+    victim: eviction.Victim | None
 
 
 def ensure_ready(model, claimed: threading.Event | None = None, beyond_owner_limit: bool = False) -> Readiness:
@@ -133,8 +133,8 @@ def _bring_up(model_id: int, began: float, claimed: threading.Event | None, beyo
         if claimed is not None:
             claimed.set()
         if isinstance(decision, _Claimed):
-            if decision.victim_id is not None:
-                eviction.finish(decision.victim_id)
+            if decision.victim is not None:
+                eviction.finish(decision.victim)
             return _start_claimed(model_id)
         # Someone else is starting or stopping it, or there is no room yet: wait and look again.
         now = time.monotonic()
@@ -160,14 +160,14 @@ def _claim_start(model_id: int, beyond_owner_limit: bool) -> Endpoint | _Wait | 
         cap = settings.max_running_containers
         per_owner = owner_limit(cap, settings.max_running_per_owner)
         admission = admit(model.user_id, eviction.slots(excluding=model_id), cap, per_owner, beyond_owner_limit)
-        victim_id = None
+        victim = None
         if not admission.free:
-            victim_id = eviction.claim_victim(admission, model_id, now)
-            if victim_id is None:
+            victim = eviction.claim_victim(admission, model_id, now)
+            if victim is None:
                 return _Wait(admission.reason)
         transitions.claim(model, Status.STARTING, ctx.owner, settings.start_timeout_seconds, now)
         logger.info("starting model %s (%s)", model.id, model.image)
-        return _Claimed(victim_id)
+        return _Claimed(victim)
 
 
 def instance_spec(model: ServedModel, replica: int = 0) -> InstanceSpec:
@@ -200,7 +200,7 @@ def _start_claimed(model_id: int) -> Endpoint:
     db.session.commit()  # end the read transaction: no database locks held while the runtime works
     began = time.monotonic()
     try:
-        _check_allowed(spec.image)
+        check_allowed(spec.image)
         instance = runtime.start(spec)
         endpoint = runtime.wait_ready(instance, health_path, began + ctx.settings.start_timeout_seconds)
     except EngineUnavailable as exc:
@@ -230,7 +230,7 @@ def _start_claimed(model_id: int) -> Endpoint:
     return endpoint
 
 
-def _check_allowed(image: str) -> None:
+def check_allowed(image: str) -> None:
     """IMAGE_ALLOWLIST again at every start: a narrowed list also holds for models registered before."""
     allowlist = context().settings.allowed_image_prefixes
     if not image_allowed(image, allowlist):
