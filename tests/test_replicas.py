@@ -16,8 +16,8 @@ from collections import Counter
 
 import pytest
 import requests
-from conftest import BASE_SETTINGS, INSTANCE, SLOW, built_app, created_since, managed_containers
-from service_process import Processes, service_env
+from conftest import BASE_SETTINGS, INSTANCE, SLOW, built_app, created_since, managed_containers, service_env
+from service_process import Processes
 from sqlalchemy import delete, select
 
 from inference_app import create_app
@@ -382,7 +382,7 @@ def test_across_web_workers_the_load_is_summed_and_replicas_are_added_once(datab
                 scale_up_window_seconds=0.5,
                 scale_down_delay_seconds=1.0,
             )
-            _web, base = procs.web(env)
+            base = procs.web(env).base
             procs.worker(env)
             body = {"user_id": "alice", "model_name": "herd", "image": SLOW, "max_replicas": 2, "target_concurrency": 3}
             model = requests.post(f"{base}/api/models", json=body, timeout=10).json()
