@@ -17,11 +17,11 @@ import time
 
 import pytest
 import requests
-from conftest import ECHO, SLOW, managed_containers
+from conftest import ECHO, SLOW, managed_containers, service_env
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kafka_support import wait_for
-from service_process import Processes, service_env
+from service_process import Processes
 from sqlalchemy import event, func, select, text, update
 
 from inference_app import instance_secret
@@ -356,7 +356,8 @@ def test_migrations_upgrade_and_downgrade_on_sqlite(tmp_path, docker_client):
 def test_control_characters_in_a_path_cannot_forge_a_log_line(tmp_path, database):
     processes = Processes(tmp_path)
     try:
-        web, base = processes.web(service_env(LOG_JSON="false", WEB_CONCURRENCY="1"))
+        web = processes.web(service_env(log_json="false", web_concurrency="1"))
+        base = web.base
         forged = "2026-01-01 00:00:00,000 INFO [1] inference_app.requests: GET /admin 200"
         for raw in (
             "%0a" + forged.replace(" ", "%20"),

@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-from ..errors import ConnectionBroken, ModelUnreachable, QueueFull
+from ..errors import ConnectionBroken, ModelUnreachable, NoAnswer, QueueFull
 from ..extensions import db
 from ..metrics import INFERENCE_LATENCY, INFERENCE_REQUESTS
 from . import balancing, lifecycle, rate_limit, registry
@@ -22,6 +22,7 @@ logger = logging.getLogger(__name__)
 
 SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 STOP_WAIT_POLL = 0.05
+NO_ANSWER_PAUSE = 0.05  # before trying a live instance again that closed without answering
 
 
 def request_id_from(incoming: str | None) -> str:
@@ -154,6 +155,14 @@ def _infer_entered(model: ModelView, body: bytes, headers, request_id: str, quer
             broken = isinstance(exc, ConnectionBroken)
             gone = lifecycle.report_unreachable(model_id, route.endpoint, settle=broken)
             others = [r for r in routes if r.endpoint.instance_id != route.endpoint.instance_id]
+            if isinstance(exc, NoAnswer) and not gone:
+                # closed before any answer, the instance alive (a stale pooled connection, a proxy whose
+                # dial to an overloaded server failed): the model never answered it, so try once more
+                logger.info(
+                    "model %s: no answer from replica %s; request %s tries again", model_id, route.replica, request_id
+                )
+                time.sleep(NO_ANSWER_PAUSE)
+                continue
             if (not gone and (broken or not others)) or (broken and not others):
                 raise
             avoid.add(route.endpoint.instance_id)
