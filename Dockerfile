@@ -42,6 +42,7 @@ WORKDIR /app
 COPY wsgi.py gunicorn.conf.py /app/
 COPY migrations/ /app/migrations/
 COPY templates/ /app/templates/
+COPY static/ /app/static/
 COPY inference_app/ /app/inference_app/
 COPY docker/entrypoint.sh docker/healthcheck.py /app/docker/
 RUN python3 -m compileall -q --invalidation-mode unchecked-hash /app >/dev/null

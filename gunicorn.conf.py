@@ -29,8 +29,14 @@ accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
 
 
 # Per-worker metric samples, added up by /metrics (prometheus_client's multiprocess mode).
+# prometheus_client reads the variable when it is first imported: set it before the import.
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="inference-metrics-")
+
+# Imported now, never inside a hook: the master runs child_exit in its SIGCHLD handler, which the
+# next worker's exit can interrupt; an import interrupted that way leaves a half-made module,
+# and the second call fails on it (ImportError, exit code 1 on SIGTERM).
+from prometheus_client import multiprocess  # noqa: E402
 
 
 def on_starting(server):
@@ -41,8 +47,7 @@ def on_starting(server):
 
 
 def child_exit(server, worker):
-    from prometheus_client import multiprocess
-
+    """Runs in the master's SIGCHLD handler: no imports, nothing that could be half done."""
     multiprocess.mark_process_dead(worker.pid)
 
 

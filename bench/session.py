@@ -34,7 +34,7 @@ class Session:
 
     def start_web(self, name: str, workers: int, **overrides) -> Web:
         """gunicorn; if the API asks for credentials, run the bench with AUTH_DISABLED=true (noted)."""
-        web = Web(self.env(**overrides), self.log(name), workers)
+        web = self._web(name, workers, **overrides)
         if (
             self.http.get(f"{web.base}/api/models", timeout=10).status_code == 401
             and "AUTH_DISABLED" not in self.overrides
@@ -44,8 +44,14 @@ class Session:
             self.notes.append(
                 "The API answered 401: the service ran with AUTH_DISABLED=true (authentication not measured)."
             )
-            web = Web(self.env(**overrides), self.log(name), workers)
+            web = self._web(name, workers, **overrides)
         return web
+
+    def _web(self, name: str, workers: int, **overrides) -> Web:
+        try:
+            return Web(self.env(**overrides), self.log(name), workers)
+        except AssertionError as exc:  # the wrapper's verdict, as the tests take it
+            raise BenchError(str(exc)) from None
 
     def start_worker(self, name: str, **overrides) -> Process:
         return start_worker(self.env(**overrides), self.log(name))

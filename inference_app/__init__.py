@@ -6,6 +6,7 @@ import logging
 import os
 import secrets
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any
 
 from flask import Flask
@@ -45,9 +46,10 @@ def create_app(config_overrides: Mapping[str, Any] | None = None) -> Flask:
             event.listen(db.engine, "connect", _sqlite_pragmas)
 
     from .jobs import background
-    from .services import context
+    from .services import context, rate_limit
 
     context.init_app(app, settings)
+    rate_limit.init_app(app, settings.max_concurrent_inferences_per_token)
     background.init_app(app, role="web" if settings.background_in_web else "worker")
 
     from .api import bp as api_bp
@@ -59,11 +61,12 @@ def create_app(config_overrides: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(health_bp)
     app.register_blueprint(dashboard_bp)
 
-    from . import request_log
+    from . import request_log, security_headers
     from .api.errors import register_error_handlers
     from .cli import register_commands
 
     request_log.init_app(app)
+    security_headers.init_app(app)
     register_error_handlers(app)
     register_commands(app)
     return app
@@ -93,25 +96,52 @@ def _configure(app: Flask, settings: Settings, flask_config: dict[str, Any]) -> 
         SQLALCHEMY_DATABASE_URI=settings.database_url,
         SQLALCHEMY_ENGINE_OPTIONS=engine_options,
         MAX_CONTENT_LENGTH=settings.max_request_bytes,
-        SECRET_KEY=settings.secret_key or _instance_secret(app),
+        SECRET_KEY=settings.secret_key or instance_secret(app.instance_path),
         WTF_CSRF_TIME_LIMIT=None,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.session_cookie_secure,
+        PERMANENT_SESSION_LIFETIME=timedelta(seconds=settings.session_lifetime_seconds),
     )
     app.config.update(flask_config)
 
 
-def _instance_secret(app: Flask) -> str:
-    """A random secret kept in the instance folder, shared by every worker on this host."""
-    path = os.path.join(app.instance_path, "secret_key")
-    os.makedirs(app.instance_path, exist_ok=True)
+def instance_secret(instance_path: str) -> str:
+    """A random secret kept in the instance folder, shared by every worker on this host.
+
+    Workers start together: the key is written to a file of this process's own and then hard-linked
+    into place, which either makes the whole file appear at once or fails because another worker's
+    is there already; the loser reads the winner's.
+    """
+    path = os.path.join(instance_path, "secret_key")
+    os.makedirs(instance_path, exist_ok=True)
     try:
-        with open(path) as handle:
-            return handle.read().strip()
+        return _read_secret(path)
     except FileNotFoundError:
-        key = secrets.token_hex(32)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        pass
+    key = secrets.token_hex(32)
+    draft = f"{path}.{os.getpid()}.{secrets.token_hex(4)}"
+    fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
         with os.fdopen(fd, "w") as handle:
             handle.write(key)
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(draft, path)
+        except FileExistsError:
+            return _read_secret(path)
         return key
+    finally:
+        os.unlink(draft)
+
+
+def _read_secret(path: str) -> str:
+    with open(path) as handle:
+        key = handle.read().strip()
+    if not key:
+        raise ConfigError(f"{path} is empty: delete it (a new key is made) or set SECRET_KEY")
+    return key
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from .units import parse_memory
@@ -59,6 +59,20 @@ def parse_choice(name: str, raw: str, choices: tuple[str, ...]) -> str:
     return value
 
 
+KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL")
+KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+def _upper_choice(choices: tuple[str, ...]):
+    def parse(name: str, raw: str) -> str:
+        value = raw.strip().upper()
+        if value not in choices:
+            raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+        return value
+
+    return parse
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every knob of the service, with its embedded default."""
@@ -81,10 +95,15 @@ class Settings:
     default_memory: str = "512m"
     max_memory: str = "4g"
     default_cpus: float = 1.0
+    min_cpus: float = 0.01
     max_cpus: float = 2.0
     pids_limit: int = 256
     read_only_rootfs: bool = False
     max_running_per_owner: int = 0  # 0: half of MAX_RUNNING_CONTAINERS, at least 1
+    max_replicas_per_model: int = 8  # the highest max_replicas a model may register
+    scale_check_interval_seconds: float = 1.0  # how often the autoscaler looks at the load
+    scale_up_window_seconds: float = 3.0  # load above target this long adds replicas
+    scale_down_delay_seconds: float = 30.0  # load low enough for one replica fewer this long removes one
     model_user: str = ""  # e.g. "65534:65534": run model containers as this user, not root
     model_log_max_size: str = "10m"  # json-file log rotation of model containers
     model_log_max_files: int = 3
@@ -97,12 +116,22 @@ class Settings:
     auth_disabled: bool = False
     image_allowlist: str = ""
     rate_limit_per_minute: int = 1200
+    max_concurrent_inferences_per_token: int = 16
+    session_lifetime_seconds: int = 12 * 3600
+    session_cookie_secure: bool = False
+    metrics_token: str = ""
     kafka_bootstrap_servers: str = ""
     kafka_group_id: str = "inference-service"
     kafka_topic_uploaded: str = "model.uploaded"
     kafka_topic_deleted: str = "model.deleted"
     kafka_max_event_bytes: int = 64 * 1024
     kafka_batch_size: int = 2000
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str = "PLAIN"
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: str = field(default="", repr=False)
+    kafka_ssl_cafile: str = ""
+    event_max_future_skew_seconds: int = 300
     runtime: str = "docker"  # where model instances run: "docker" or "kubernetes"
     kube_namespace: str = "default"
     kubeconfig: str = ""  # a kubeconfig file; empty: the in-cluster service account
@@ -152,8 +181,40 @@ class Settings:
             parse_memory("MAX_MEMORY", self.max_memory)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+        if self.min_cpus > self.max_cpus:
+            raise ConfigError(f"MIN_CPUS ({self.min_cpus}) must not be more than MAX_CPUS ({self.max_cpus})")
+        self._check_kafka_security()
         if self.runtime == "kubernetes":
             self._check_kubernetes_names()
+
+    def _check_kafka_security(self) -> None:
+        protocol = self.kafka_security_protocol
+        if protocol not in KAFKA_SECURITY_PROTOCOLS:
+            raise ConfigError(
+                f"KAFKA_SECURITY_PROTOCOL must be one of {', '.join(KAFKA_SECURITY_PROTOCOLS)}, got {protocol!r}"
+            )
+        if self.kafka_sasl_mechanism not in KAFKA_SASL_MECHANISMS:
+            raise ConfigError(
+                f"KAFKA_SASL_MECHANISM must be one of {', '.join(KAFKA_SASL_MECHANISMS)}, got {self.kafka_sasl_mechanism!r}"
+            )
+        sasl = protocol.startswith("SASL_")
+        for name, value in (
+            ("KAFKA_SASL_USERNAME", self.kafka_sasl_username),
+            ("KAFKA_SASL_PASSWORD", self.kafka_sasl_password),
+        ):
+            if sasl and not value:
+                raise ConfigError(f"{name} is required when KAFKA_SECURITY_PROTOCOL={protocol}")
+            if value and not sasl:
+                raise ConfigError(
+                    f"{name} is set but KAFKA_SECURITY_PROTOCOL={protocol} does not use SASL (use SASL_SSL or SASL_PLAINTEXT)"
+                )
+        if self.kafka_ssl_cafile:
+            if not protocol.endswith("SSL"):
+                raise ConfigError(
+                    f"KAFKA_SSL_CAFILE is set but KAFKA_SECURITY_PROTOCOL={protocol} does not use TLS (use SASL_SSL or SSL)"
+                )
+            if not (os.path.isfile(self.kafka_ssl_cafile) and os.access(self.kafka_ssl_cafile, os.R_OK)):
+                raise ConfigError(f"KAFKA_SSL_CAFILE must be a readable PEM file, got {self.kafka_ssl_cafile!r}")
 
     def _check_kubernetes_names(self) -> None:
         """Model Deployments are named <CONTAINER_PREFIX>-<INSTANCE_NAME>-model-<id>: DNS labels, short."""
@@ -235,10 +296,15 @@ _PARSERS = {
     "stop_timeout_seconds": _int(0, 600),
     "max_request_bytes": _int(1),
     "default_cpus": _float(0.01),
+    "min_cpus": _float(0.01),
     "max_cpus": _float(0.01),
     "pids_limit": _int(16),
     "read_only_rootfs": parse_bool,
     "max_running_per_owner": _int(0, 10_000),
+    "max_replicas_per_model": _int(1, 1000),
+    "scale_check_interval_seconds": _float(0.1),
+    "scale_up_window_seconds": _float(0.0),
+    "scale_down_delay_seconds": _float(0.0),
     "model_user": lambda n, r: _model_user(n, r),
     "model_log_max_size": lambda n, r: _log_size(n, r),
     "model_log_max_files": _int(1, 100),
@@ -249,8 +315,15 @@ _PARSERS = {
     "log_json": parse_bool,
     "auth_disabled": parse_bool,
     "rate_limit_per_minute": _int(0),
+    "max_concurrent_inferences_per_token": _int(0),
+    "session_lifetime_seconds": _int(60, 31 * 24 * 3600),
+    "session_cookie_secure": parse_bool,
     "kafka_max_event_bytes": _int(256, 16 * 1024 * 1024),
     "kafka_batch_size": _int(1, 100_000),
+    "kafka_security_protocol": _upper_choice(KAFKA_SECURITY_PROTOCOLS),
+    "kafka_sasl_mechanism": _upper_choice(KAFKA_SASL_MECHANISMS),
+    "kafka_sasl_password": lambda name, raw: raw,  # kept as given: spaces may belong to it
+    "event_max_future_skew_seconds": _int(0, 366 * 24 * 3600),
     "runtime": lambda n, r: parse_choice(n, r, ("docker", "kubernetes")),
     "kube_image_pull_policy": _pull_policy,
     "kube_schedule_timeout_seconds": _float(0.0),

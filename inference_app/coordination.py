@@ -22,6 +22,7 @@ LIFECYCLE_LOCK = 7_342_001  # transaction-scoped: one lifecycle decision at a ti
 BACKGROUND_LEADER_LOCK = 7_342_002  # session-scoped: the one active background runner
 MIGRATION_LOCK = 7_342_003  # session-scoped: one process applies the migrations
 ACTIVITY_NAMESPACE = 7_342  # first key of the two-key locks (namespace, model id): requests in flight
+REPLICA_NAMESPACE = 7_343  # (namespace, replica row id): requests in flight on one replica of a model
 
 _local_lifecycle_lock = threading.RLock()
 

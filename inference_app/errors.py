@@ -67,6 +67,15 @@ class ModelUnreachable(ContainerFailed):
     code = "model_unreachable"
 
 
+class NoAnswer(ModelUnreachable):
+    """The connection closed before a single byte of answer (a stale keep-alive connection, or a
+    proxy that could not reach the model's server): safe to try once more on a live instance."""
+
+
+class ConnectionBroken(ContainerFailed):
+    """The connection to the model broke before any answer: safe to repeat only if its instance is gone."""
+
+
 class EngineUnavailable(ServiceError):
     status = 503
     code = "engine_unavailable"

@@ -8,6 +8,7 @@ registry and the background runner's heartbeat at scrape time, so every process 
 
 from __future__ import annotations
 
+import hmac
 import os
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -15,7 +16,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from sqlalchemy import func, select
 
 from .extensions import db
-from .models import Heartbeat, ModelEvent, ServedModel, Status
+from .models import ACTIVE, EventKind, Heartbeat, ModelEvent, Replica, ReplicaStatus, ServedModel, Status, utcnow
+from .services import load
 
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 COLD_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 20, 30, 60)
@@ -36,6 +38,14 @@ COLD_START = Histogram(
 )
 HTTP_REQUESTS = Counter("http_requests_total", "HTTP requests by route and status", ["route", "status"])
 WAITERS = Gauge("inference_start_waiters", "Requests waiting for a model to start", multiprocess_mode="livesum")
+
+
+def scrape_allowed(metrics_token: str, authorization: str | None) -> bool:
+    """Whether a scrape may read /metrics: always without METRICS_TOKEN, else with it as a Bearer token."""
+    if not metrics_token:
+        return True
+    scheme, _, presented = (authorization or "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(presented.strip().encode(), metrics_token.encode())
 
 
 def exposition(settings) -> bytes:
@@ -65,13 +75,22 @@ class _Static:
 
 
 def _deployment_families(settings):
-    running = db.session.scalar(select(func.count()).where(ServedModel.status == Status.RUNNING.value))
-    active = db.session.scalar(
-        select(func.count()).where(
-            ServedModel.status.in_([Status.STARTING.value, Status.RUNNING.value, Status.STOPPING.value])
-        )
+    active_models = ServedModel.status.in_([s.value for s in ACTIVE])
+    running = db.session.scalar(
+        select(func.count())
+        .select_from(Replica)
+        .join(ServedModel, ServedModel.id == Replica.model_id)
+        .where(ServedModel.status == Status.RUNNING.value, Replica.status == ReplicaStatus.READY.value)
     )
-    gauge = GaugeMetricFamily("inference_containers", "Model containers by state", labels=["state"])
+    # a slot per replica, and one for a model starting from nothing (as the cap counts them)
+    models, replicas, with_replicas = db.session.execute(
+        select(func.count(ServedModel.id.distinct()), func.count(Replica.id), func.count(Replica.model_id.distinct()))
+        .select_from(ServedModel)
+        .outerjoin(Replica, Replica.model_id == ServedModel.id)
+        .where(active_models)
+    ).one()
+    active = models + replicas - with_replicas
+    gauge = GaugeMetricFamily("inference_containers", "Model containers (replicas) by state", labels=["state"])
     gauge.add_metric(["running"], running or 0)
     gauge.add_metric(["active"], active or 0)
     yield gauge
@@ -84,6 +103,7 @@ def _deployment_families(settings):
     for kind, count in db.session.execute(select(ModelEvent.kind, func.count()).group_by(ModelEvent.kind)):
         lifecycle.add_metric([kind], count)
     yield lifecycle
+    yield from _replica_families()
     beat = db.session.get(Heartbeat, "background")
     kafka = (beat.state or {}).get("kafka", {}) if beat is not None else {}
     applied = CounterMetricFamily("kafka_events_applied", "Events applied by the active listener since it started")
@@ -100,3 +120,33 @@ def _deployment_families(settings):
     up.add_metric([], 1 if kafka.get("state") == "connected" else 0)
     yield up
     db.session.rollback()
+
+
+def _replica_families():
+    """Replicas by model and state, scale-ups and scale-downs by model, requests in flight by model."""
+    replicas = GaugeMetricFamily(
+        "inference_replicas", "Replicas of running models by state", labels=["model_id", "state"]
+    )
+    for model_id, state, count in db.session.execute(
+        select(Replica.model_id, Replica.status, func.count()).group_by(Replica.model_id, Replica.status)
+    ):
+        replicas.add_metric([str(model_id), state], count)
+    yield replicas
+    for kind, name, text in (
+        (EventKind.SCALED_UP, "inference_scale_ups", "Replicas added for the load, by model"),
+        (EventKind.SCALED_DOWN, "inference_scale_downs", "Replicas drained and removed, by model"),
+    ):
+        family = CounterMetricFamily(name, text, labels=["model_id"])
+        for model_id, count in db.session.execute(
+            select(ModelEvent.model_id, func.count()).where(ModelEvent.kind == kind).group_by(ModelEvent.model_id)
+        ):
+            family.add_metric([str(model_id)], count)
+        yield family
+    in_flight = GaugeMetricFamily(
+        "inference_in_flight_requests",
+        "Requests in flight by model, summed over the web processes (as last reported, about every 0.5 s)",
+        labels=["model_id"],
+    )
+    for model_id, total in sorted(load.in_flight(utcnow()).items()):
+        in_flight.add_metric([str(model_id)], total)
+    yield in_flight

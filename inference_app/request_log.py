@@ -7,6 +7,7 @@ import time
 
 from flask import Flask, g, request
 
+from .logs import one_line
 from .metrics import HTTP_REQUESTS
 from .services.inference import request_id_from
 
@@ -29,10 +30,11 @@ def init_app(app: Flask) -> None:
         if request.path not in QUIET:
             took = (time.monotonic() - getattr(g, "request_began", time.monotonic())) * 1000
             model_id = (request.view_args or {}).get("model_id")
+            method, path = one_line(request.method[:16]), one_line(request.path[:2048])  # caller-controlled
             logger.info(
                 "%s %s %s %.1fms",
-                request.method,
-                request.path,
+                method,
+                path,
                 response.status_code,
                 took,
                 extra={
@@ -41,8 +43,8 @@ def init_app(app: Flask) -> None:
                     "duration_ms": round(took, 1),
                     "model_id": model_id,
                     "cold_start": response.headers.get("X-Cold-Start"),
-                    "method": request.method,
-                    "path": request.path,
+                    "method": method,
+                    "path": path,
                 },
             )
         return response

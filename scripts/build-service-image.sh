@@ -17,7 +17,7 @@ IMAGE="${SERVICE_IMAGE:-inference-service:dev}"
 LOCAL_BASE=inference-base/python:3.11-bookworm
 BASE_IMAGE="${BASE_IMAGE:-$LOCAL_BASE}"
 # what goes into the image (the Dockerfile's COPY lines)
-SOURCES=(Dockerfile requirements.txt wsgi.py gunicorn.conf.py migrations templates inference_app docker)
+SOURCES=(Dockerfile requirements.txt wsgi.py gunicorn.conf.py migrations templates static inference_app docker)
 
 LOG_NAME=service-image
 # shellcheck source=prepared-image.sh

@@ -5,6 +5,8 @@
 #   scripts/kafka.sh stop        stop the broker started by `start` (data is kept)
 #   scripts/kafka.sh status      exit 0 if the broker is running (or KAFKA_BOOTSTRAP_SERVERS is reachable)
 #   scripts/kafka.sh bootstrap   print the bootstrap servers (host:port)
+#   scripts/kafka.sh client-env  (KAFKA_SECURITY=sasl) print the client settings of that broker as
+#                                shell assignments: bootstrap servers, user, password, CA file
 #
 # Environment:
 #   KAFKA_BOOTSTRAP_SERVERS  use this existing Kafka instead: `start`/`status` only check that it is
@@ -14,11 +16,22 @@
 #   KAFKA_HEAP_OPTS          JVM heap options (default -Xms256m -Xmx512m)
 #   KAFKA_JVM_OPTS           extra JVM options (default empty)
 #   KAFKA_START_TIMEOUT      seconds to wait for readiness (default 60)
+#   KAFKA_SECURITY           plaintext (default) or sasl: a broker whose client listeners all require
+#                            SASL (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512): SASL_PLAINTEXT on
+#                            KAFKA_TEST_PORT and SASL_SSL on KAFKA_SSL_PORT, with a CA and a server
+#                            certificate made by openssl. Users and passwords are generated on the first
+#                            start and kept (mode 600) in the state directory; `client-env` prints them.
+#   KAFKA_SSL_PORT           SASL_SSL port of a sasl broker (default KAFKA_TEST_PORT+2)
+#   KAFKA_STATE_DIR          data, logs, pid file, credentials (default $CACHE/kafka/<port>, and
+#                            $CACHE/kafka/<port>-sasl for a sasl broker)
+#   KAFKA_OWNER_PID          stop the broker when this process exits, even when it dies without
+#                            cleaning up (tests' private brokers: a crashed run leaves no broker behind)
 #   INFERENCE_CACHE_DIR      cache root (default $HOME/.cache/inference-service); jars go to
 #                            $CACHE/kafka-libs, the Maven repository to $CACHE/m2, and data, logs and
 #                            the pid file to $CACHE/kafka/<port>/.
 #
-# Requires: Java 17+ (JAVA_HOME or java on PATH), Maven (first run only), python3 (readiness probe).
+# Requires: Java 17+ (JAVA_HOME or java on PATH), Maven (first run only), python3 (readiness probe),
+# openssl (sasl brokers only).
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -29,8 +42,18 @@ LIBDIR="$CACHE/kafka-libs"
 PORT="${KAFKA_TEST_PORT:-59092}"
 CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-$((PORT + 1))}"
 HOST=127.0.0.1
+SECURITY="${KAFKA_SECURITY:-plaintext}"
+SSL_PORT="${KAFKA_SSL_PORT:-$((PORT + 2))}"
+case "$SECURITY" in
+    plaintext) DEFAULT_STATE_DIR="$CACHE/kafka/$PORT" ;;
+    sasl) DEFAULT_STATE_DIR="$CACHE/kafka/$PORT-sasl" ;;
+    *) echo "kafka.sh: KAFKA_SECURITY must be plaintext or sasl, got '$SECURITY'" >&2; exit 2 ;;
+esac
 # Data dir keyed by port: the controller endpoint is part of the cluster's configuration.
-STATE_DIR="$CACHE/kafka/$PORT"
+STATE_DIR="${KAFKA_STATE_DIR:-$DEFAULT_STATE_DIR}"
+CREDENTIALS="$STATE_DIR/credentials.env"
+TLS_DIR="$STATE_DIR/tls"
+OWNER_PID="${KAFKA_OWNER_PID:-}"
 DATA_DIR="$STATE_DIR/data"
 LOG_DIR="$STATE_DIR/logs"
 PID_FILE="$STATE_DIR/kafka.pid"
@@ -51,7 +74,7 @@ log() { echo "kafka.sh: $*" >&2; }
 die() { log "$*"; exit 1; }
 
 usage() {
-    echo "usage: $0 start|stop|status|bootstrap" >&2
+    echo "usage: $0 start|stop|status|bootstrap|client-env" >&2
     exit 2
 }
 
@@ -82,9 +105,16 @@ external_reachable() {
 
 # metadata_ready: the broker answers ApiVersions and a Metadata request listing >= 1 broker.
 # (A raw Kafka protocol request with the Python standard library; no client library needed.)
+# On a sasl broker the probe first signs in with SASL PLAIN as the admin user (credentials
+# passed in the environment, never on a command line).
 metadata_ready() {
-    python3 - "$HOST" "$PORT" <<'PY' 2>/dev/null
-import socket, struct, sys
+    local user="" password=""
+    if [[ "$SECURITY" == sasl ]]; then
+        user="$KAFKA_ADMIN_USER"
+        password="$KAFKA_ADMIN_PASSWORD"
+    fi
+    PROBE_USER="$user" PROBE_PASSWORD="$password" python3 - "$HOST" "$PORT" <<'PY' 2>/dev/null
+import os, socket, struct, sys
 
 host, port = sys.argv[1], int(sys.argv[2])
 
@@ -133,6 +163,17 @@ with socket.create_connection((host, port), timeout=3) as s:
     for i in range(n):
         k, lo, hi = struct.unpack(">hhh", r[6 + 6 * i: 12 + 6 * i])
         versions[k] = (lo, hi)
+    user = os.environ.get("PROBE_USER", "")
+    if user:
+        # SaslHandshake v1 (mechanism PLAIN), then SaslAuthenticate v0 with "\0user\0password".
+        mechanism = b"PLAIN"
+        r = call(s, 17, 1, 3, struct.pack(">h", len(mechanism)) + mechanism)
+        if struct.unpack(">h", r[:2])[0] != 0:
+            raise SystemExit(1)
+        token = b"\0" + user.encode() + b"\0" + os.environ["PROBE_PASSWORD"].encode()
+        r = call(s, 36, 0, 4, struct.pack(">i", len(token)) + token)
+        if struct.unpack(">h", r[:2])[0] != 0:
+            raise SystemExit(1)
     lo, hi = versions[3]
     if lo <= 4 <= hi:
         # Metadata v4: topics=[] (empty, not null: no topic listing), allow_auto_topic_creation=false.
@@ -190,18 +231,109 @@ fetch_jars() {
     mv "$tmp" "$LIBDIR"
 }
 
-write_config() {
-    mkdir -p "$DATA_DIR" "$LOG_DIR"
-    cat >"$PROPS" <<EOF
-# Generated by scripts/kafka.sh (rewritten on every start).
-process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@$HOST:$CONTROLLER_PORT
+# random_secret: 24 URL-safe characters (no quotes or spaces: they go into JAAS and properties files).
+random_secret() {
+    python3 -c 'import secrets; print(secrets.token_urlsafe(18))'
+}
+
+# ensure_credentials: a sasl broker's users and passwords, generated once per state directory.
+# A data directory formatted without them (a start that died half-way) is formatted again.
+ensure_credentials() {
+    if [[ ! -s "$CREDENTIALS" ]]; then
+        rm -rf "$DATA_DIR" "$TLS_DIR"
+        mkdir -p "$STATE_DIR"
+        (
+            umask 077
+            cat >"$CREDENTIALS.tmp" <<EOF
+KAFKA_ADMIN_USER=admin
+KAFKA_ADMIN_PASSWORD=$(random_secret)
+KAFKA_CLIENT_USER=client
+KAFKA_CLIENT_PASSWORD=$(random_secret)
+KAFKA_KEYSTORE_PASSWORD=$(random_secret)
+EOF
+        )
+        mv "$CREDENTIALS.tmp" "$CREDENTIALS"
+    fi
+    # shellcheck disable=SC1090
+    source "$CREDENTIALS"
+    ensure_tls
+}
+
+# ensure_tls: a CA and a server certificate for 127.0.0.1 signed by it, in a PKCS12 keystore.
+ensure_tls() {
+    [[ -s "$TLS_DIR/server.p12" && -s "$TLS_DIR/ca.pem" ]] && return 0
+    if ! command -v openssl >/dev/null && [[ $EUID -eq 0 ]]; then
+        log "installing openssl (apt-get) for the SASL_SSL listener's certificates"
+        apt-get install -y -qq openssl >/dev/null 2>&1 || { apt-get update -qq >/dev/null && apt-get install -y -qq openssl >/dev/null; }
+    fi
+    command -v openssl >/dev/null || die "openssl not found (needed for the SASL_SSL listener's certificates)"
+    local tmp="$TLS_DIR.tmp.$$"
+    rm -rf "$tmp"
+    mkdir -p "$tmp"
+    (
+        umask 077
+        cd "$tmp"
+        openssl req -x509 -newkey rsa:2048 -nodes -sha256 -days 3650 -keyout ca.key -out ca.pem \
+            -subj "/CN=inference-service test Kafka CA" -addext "basicConstraints=critical,CA:TRUE" \
+            -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+        openssl req -newkey rsa:2048 -nodes -sha256 -keyout server.key -out server.csr -subj "/CN=$HOST" 2>/dev/null
+        printf 'subjectAltName=IP:%s,DNS:localhost\nextendedKeyUsage=serverAuth\n' "$HOST" >server.ext
+        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -sha256 -days 3650 \
+            -extfile server.ext -out server.pem 2>/dev/null
+        KEYSTORE_PASSWORD="$KAFKA_KEYSTORE_PASSWORD" openssl pkcs12 -export -in server.pem -inkey server.key \
+            -certfile ca.pem -name kafka -out server.p12 -passout env:KEYSTORE_PASSWORD
+        rm -f ca.key server.key server.csr ca.srl
+        chmod 644 ca.pem
+    ) || { rm -rf "$tmp"; die "could not make the test CA and server certificate with openssl"; }
+    rm -rf "$TLS_DIR"
+    mv "$tmp" "$TLS_DIR"
+}
+
+listener_config() {
+    if [[ "$SECURITY" == plaintext ]]; then
+        cat <<EOF
 listeners=PLAINTEXT://$HOST:$PORT,CONTROLLER://$HOST:$CONTROLLER_PORT
 advertised.listeners=PLAINTEXT://$HOST:$PORT
 inter.broker.listener.name=PLAINTEXT
 controller.listener.names=CONTROLLER
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+EOF
+        return 0
+    fi
+    local plain scram name
+    plain="org.apache.kafka.common.security.plain.PlainLoginModule required username=\"$KAFKA_ADMIN_USER\" password=\"$KAFKA_ADMIN_PASSWORD\" user_$KAFKA_ADMIN_USER=\"$KAFKA_ADMIN_PASSWORD\" user_$KAFKA_CLIENT_USER=\"$KAFKA_CLIENT_PASSWORD\";"
+    scram="org.apache.kafka.common.security.scram.ScramLoginModule required;"
+    cat <<EOF
+listeners=SASL_PLAINTEXT://$HOST:$PORT,SASL_SSL://$HOST:$SSL_PORT,CONTROLLER://$HOST:$CONTROLLER_PORT
+advertised.listeners=SASL_PLAINTEXT://$HOST:$PORT,SASL_SSL://$HOST:$SSL_PORT
+inter.broker.listener.name=SASL_PLAINTEXT
+sasl.mechanism.inter.broker.protocol=PLAIN
+sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT
+ssl.keystore.type=PKCS12
+ssl.keystore.location=$TLS_DIR/server.p12
+ssl.keystore.password=$KAFKA_KEYSTORE_PASSWORD
+ssl.key.password=$KAFKA_KEYSTORE_PASSWORD
+ssl.client.auth=none
+EOF
+    for name in sasl_plaintext sasl_ssl; do
+        echo "listener.name.$name.plain.sasl.jaas.config=$plain"
+        echo "listener.name.$name.scram-sha-256.sasl.jaas.config=$scram"
+        echo "listener.name.$name.scram-sha-512.sasl.jaas.config=$scram"
+    done
+}
+
+write_config() {
+    mkdir -p "$DATA_DIR" "$LOG_DIR"
+    (
+        umask 077  # a sasl broker's file holds passwords
+        cat >"$PROPS" <<EOF
+# Generated by scripts/kafka.sh (rewritten on every start).
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@$HOST:$CONTROLLER_PORT
+$(listener_config)
 log.dirs=$DATA_DIR
 num.partitions=3
 auto.create.topics.enable=true
@@ -224,6 +356,7 @@ num.io.threads=4
 log.retention.hours=24
 log.segment.bytes=67108864
 EOF
+    )
     cat >"$LOG4J_CONF" <<EOF
 status = warn
 appender.file.type = RollingFile
@@ -257,9 +390,40 @@ while True:
     if not s.startswith("-"):
         print(s)
         break')"
+    local -a scram=()
+    if [[ "$SECURITY" == sasl ]]; then
+        # SCRAM users live in the cluster metadata; KRaft takes the first ones at format time.
+        local mechanism
+        for mechanism in SCRAM-SHA-256 SCRAM-SHA-512; do
+            scram+=(--add-scram "$mechanism=[name=$KAFKA_CLIENT_USER,password=$KAFKA_CLIENT_PASSWORD]")
+        done
+    fi
     log "formatting $DATA_DIR (cluster id $cluster_id)"
-    "$JAVA" -cp "$LIBDIR/*" -Dlog4j2.configurationFile="$LOG4J_CONF" \
-        kafka.tools.StorageTool format --config "$PROPS" --cluster-id "$cluster_id" --ignore-formatted >&2
+    # (its output goes to a file: with SCRAM users it lists their salted keys)
+    if ! "$JAVA" -cp "$LIBDIR/*" -Dlog4j2.configurationFile="$LOG4J_CONF" \
+            kafka.tools.StorageTool format --config "$PROPS" --cluster-id "$cluster_id" --ignore-formatted \
+            "${scram[@]}" >"$LOG_DIR/format.log" 2>&1; then
+        tail -n 20 "$LOG_DIR/format.log" >&2
+        die "formatting $DATA_DIR failed"
+    fi
+}
+
+# watch_owner BROKER_PID: stop the broker once KAFKA_OWNER_PID is gone (a detached watcher that
+# holds none of this script's files or pipes).
+watch_owner() {
+    local broker="$1"
+    [[ -n "$OWNER_PID" ]] || return 0
+    [[ "$OWNER_PID" =~ ^[0-9]+$ ]] || die "KAFKA_OWNER_PID must be a process id, got '$OWNER_PID'"
+    # shellcheck disable=SC2016
+    setsid bash -c '
+        owner=$1 broker=$2 props=$3
+        ours() { tr "\0" " " <"/proc/$broker/cmdline" 2>/dev/null | grep -qF "$props"; }
+        while kill -0 "$owner" 2>/dev/null && ours; do sleep 1; done
+        ours || exit 0
+        kill -TERM "$broker" 2>/dev/null
+        for _ in $(seq 60); do ours || exit 0; sleep 0.5; done
+        kill -KILL "$broker" 2>/dev/null
+    ' _ "$OWNER_PID" "$broker" "$PROPS" </dev/null >/dev/null 2>&1 9>&- &
 }
 
 wait_ready() {
@@ -296,16 +460,26 @@ cmd_start() {
     command -v "$JAVA" >/dev/null || die "java not found (Java 17+ needed)"
     with_lock
     local pid t0=$SECONDS
+    if [[ "$SECURITY" == sasl && -s "$CREDENTIALS" ]]; then
+        # shellcheck disable=SC1090
+        source "$CREDENTIALS"  # the readiness probe signs in
+    fi
     if pid="$(pid_alive)"; then
         wait_ready "$pid" || die "broker (pid $pid) is running but not ready"
         echo "kafka: already running pid=$pid bootstrap=$HOST:$PORT"
         return 0
     fi
     rm -f "$PID_FILE"
-    if tcp_open "$HOST" "$PORT"; then
-        die "port $HOST:$PORT is in use by another process (not started by this script); set KAFKA_TEST_PORT or KAFKA_BOOTSTRAP_SERVERS"
-    fi
+    local port
+    for port in "$PORT" "$CONTROLLER_PORT" $([[ "$SECURITY" == sasl ]] && echo "$SSL_PORT"); do
+        if tcp_open "$HOST" "$port"; then
+            die "port $HOST:$port is in use by another process (not started by this script); set KAFKA_TEST_PORT or KAFKA_BOOTSTRAP_SERVERS"
+        fi
+    done
     fetch_jars
+    if [[ "$SECURITY" == sasl ]]; then
+        ensure_credentials
+    fi
     write_config
     format_storage
     # shellcheck disable=SC2086
@@ -314,12 +488,13 @@ cmd_start() {
         -cp "$LIBDIR/*" kafka.Kafka "$PROPS" >>"$OUT_FILE" 2>&1 </dev/null 9>&- &
     pid=$!
     echo "$pid" >"$PID_FILE"
+    watch_owner "$pid"
     if ! wait_ready "$pid"; then
         kill -KILL "$pid" 2>/dev/null || true
         rm -f "$PID_FILE"
         exit 1
     fi
-    echo "kafka: started pid=$pid bootstrap=$HOST:$PORT in $((SECONDS - t0))s (data $DATA_DIR, log $LOG_DIR/server.log)"
+    echo "kafka: started pid=$pid bootstrap=$HOST:$PORT ($SECURITY) in $((SECONDS - t0))s (data $DATA_DIR, log $LOG_DIR/server.log)"
 }
 
 cmd_stop() {
@@ -377,11 +552,25 @@ cmd_bootstrap() {
     fi
 }
 
+# client-env: what a client of the sasl broker needs (its own user, not the admin).
+cmd_client_env() {
+    [[ "$SECURITY" == sasl ]] || die "client-env is for KAFKA_SECURITY=sasl brokers"
+    [[ -s "$CREDENTIALS" ]] || die "no credentials in $STATE_DIR: start the broker first"
+    # shellcheck disable=SC1090
+    source "$CREDENTIALS"
+    echo "KAFKA_SASL_BOOTSTRAP_SERVERS=$HOST:$PORT"
+    echo "KAFKA_SSL_BOOTSTRAP_SERVERS=$HOST:$SSL_PORT"
+    echo "KAFKA_SASL_USERNAME=$KAFKA_CLIENT_USER"
+    echo "KAFKA_SASL_PASSWORD=$KAFKA_CLIENT_PASSWORD"
+    echo "KAFKA_SSL_CAFILE=$TLS_DIR/ca.pem"
+}
+
 [[ $# -eq 1 ]] || usage
 case "$1" in
     start) cmd_start ;;
     stop) cmd_stop ;;
     status) cmd_status ;;
     bootstrap) cmd_bootstrap ;;
+    client-env) cmd_client_env ;;
     *) usage ;;
 esac

@@ -9,6 +9,8 @@ eval "$(bash scripts/provision.sh --env)"
 export TEST_DATABASE_URL="${TEST_DATABASE_URL:-$DATABASE_URL}"
 unset DATABASE_URL  # the suite builds its own apps; nothing may fall back to a developer's database
 
+# The shared broker; tests that stop a broker or need one with SASL start private ones of their
+# own on free ports (tests/kafka_support.py PrivateBroker), stopped when pytest exits, even by a crash.
 bash scripts/kafka.sh start >&2
 TEST_KAFKA_BOOTSTRAP_SERVERS="$(bash scripts/kafka.sh bootstrap)"
 export TEST_KAFKA_BOOTSTRAP_SERVERS

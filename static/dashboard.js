@@ -1,4 +1,5 @@
-// The dashboard works without this file; it only says so when the service cannot be reached.
+// The dashboard works without this file; it says when the service cannot be reached, and wires
+// the Dismiss and Close buttons.
 (function () {
   "use strict";
   function notice(text) {
@@ -17,5 +18,17 @@
   });
   document.addEventListener("htmx:timeout", function () {
     notice("The inference service took too long to answer. Try again.");
+  });
+  // Dismiss a notice, close an Infer panel: here rather than in hx-on attributes, which the
+  // Content-Security-Policy (script-src 'self', no eval) would block.
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest && event.target.closest("[data-dismiss], [data-close-panel]");
+    if (!button) return;
+    if (button.hasAttribute("data-dismiss")) {
+      if (button.parentElement) button.parentElement.remove();
+    } else {
+      var cell = button.closest("td");
+      if (cell) cell.replaceChildren();
+    }
   });
 })();

@@ -3,6 +3,10 @@
 Everything is real: PostgreSQL (TEST_DATABASE_URL, provisioned by `make test`), the Docker
 engine and the test images from scripts/build-images.sh. Each test gets clean tables and
 its containers are removed by label afterwards; their logs are printed only on failure.
+
+Two lanes: a test that uses a service fixture (SERVICE_FIXTURES, directly or through another
+fixture) is marked `services`; `make test-fast` runs the others (`-m "not services"`) with no
+database, Docker engine, broker or browser; `make test` runs both.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import Any
 
 import docker
 import pytest
+from service_process import service_env as process_env
 from sqlalchemy import text
 from werkzeug.serving import make_server
 
@@ -47,10 +52,38 @@ BASE_SETTINGS: dict[str, Any] = {
 }
 
 
+# Fixtures that reach a real part; every fixture that needs one requests one of these.
+SERVICE_FIXTURES = frozenset({"database_url", "docker_client", "browser"})
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "settings(**kw): settings overrides for the app fixture")
+    config.addinivalue_line(
+        "markers", "services: needs PostgreSQL, Docker, Kafka or a browser (set from the fixtures a test uses)"
+    )
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if SERVICE_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.services)
+
+
+def service_env(**overrides) -> dict[str, str]:
+    """The environment of a service process a test starts: the choices of BASE_SETTINGS, as variables."""
+    defaults = {"default_memory": "64m", "start_timeout_seconds": 20, "auth_disabled": "true"}
+    return process_env(PG_URL, INSTANCE, BASE_SETTINGS["container_prefix"], **{**defaults, **overrides})
+
+
+@pytest.fixture(scope="session")
+def database_url() -> str:
     if not PG_URL:
-        raise pytest.UsageError("TEST_DATABASE_URL is not set: run the suite with `make test`, which provisions it")
+        pytest.fail(
+            "TEST_DATABASE_URL is not set: run the suite with `make test`, which provisions it "
+            "(`make test-fast` runs the tests that need no services)",
+            pytrace=False,
+        )
+    return PG_URL
 
 
 @pytest.fixture(scope="session")
@@ -88,7 +121,7 @@ def _remove_containers(client) -> None:
 
 
 @pytest.fixture(scope="session")
-def database():
+def database(database_url):
     """A schema built by the migrations (flask db upgrade), never by create_all."""
     from flask_migrate import upgrade
 
@@ -194,7 +227,7 @@ def created_since(client, since: float, model_id: int | None = None) -> int:
 def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
-    if report.when == "call" and report.failed:
+    if report.when == "call" and report.failed and item.get_closest_marker("services"):
         try:
             client = docker.from_env()
             for container in managed_containers(client):

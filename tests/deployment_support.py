@@ -7,7 +7,6 @@ import os
 import socket
 import subprocess
 import threading
-import time
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -16,6 +15,7 @@ import docker.errors
 import pytest
 import requests
 from conftest import INSTANCE
+from waiting import wait_for
 
 from inference_app.runtime import labels
 
@@ -119,28 +119,27 @@ def logs(container) -> str:
 
 
 def wait_http_ok(container, url: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
+    def answered() -> bool:
         try:
             if requests.get(url, timeout=2).ok:
-                return
+                return True
         except requests.RequestException:
             pass
         container.reload()
-        if container.status == "exited" or time.monotonic() > deadline:
-            pytest.fail(f"{url} never answered ({container.name} {container.status}):\n{logs(container)[-4000:]}")
-        time.sleep(0.2)
+        if container.status == "exited":
+            raise AssertionError(f"{url} never answered ({container.name} exited):\n{logs(container)[-4000:]}")
+        return False
+
+    wait_for(answered, timeout, f"{url} never answered ({container.name})", interval=0.2)
 
 
 def wait_log(container, text: str, timeout: float) -> str:
-    deadline = time.monotonic() + timeout
-    while True:
+    def logged() -> str | None:
         output = logs(container)
-        if text in output:
-            return output
-        if time.monotonic() > deadline:
-            pytest.fail(f"{container.name} never logged {text!r} in {timeout} s:\n{output[-4000:]}")
-        time.sleep(0.2)
+        return output if text in output else None
+
+    said = lambda: f"{container.name} never logged {text!r}:\n{logs(container)[-4000:]}"  # noqa: E731
+    return wait_for(logged, timeout, said, interval=0.2)
 
 
 class UnixRelay:

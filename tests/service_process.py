@@ -1,4 +1,8 @@
-"""The service as it runs in production: gunicorn web workers and `flask worker` processes."""
+"""The service as it runs in production: gunicorn web workers and `flask worker` processes.
+
+Shared by the tests and by bench/ (which puts this folder on its import path), so it imports
+nothing from conftest: the caller gives the database, the instance name and the settings.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +11,10 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import requests
-from conftest import BASE_SETTINGS, INSTANCE, PG_URL
+from waiting import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -23,20 +26,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def service_env(**overrides) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL",)}
+def service_env(database_url: str, instance: str, prefix: str, **overrides) -> dict[str, str]:
+    """The environment of a service process: this one's, without its database and Kafka, plus settings (KEY=value)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "DATABASE_URL"))}
     env.update(
         {
-            "DATABASE_URL": PG_URL,
-            "INSTANCE_NAME": INSTANCE,
-            "CONTAINER_PREFIX": BASE_SETTINGS["container_prefix"],
+            "DATABASE_URL": database_url,
+            "INSTANCE_NAME": instance,
+            "CONTAINER_PREFIX": prefix,
             "RUN_BACKGROUND": "worker",
             "STOP_TIMEOUT_SECONDS": "1",
-            "DEFAULT_MEMORY": "64m",
-            "START_TIMEOUT_SECONDS": "20",
             "FLASK_APP": "wsgi",
-            "EXAMPLE_MODEL": "false",
-            "AUTH_DISABLED": "true",
         }
     )
     env.update({k.upper(): str(v) for k, v in overrides.items()})
@@ -44,7 +44,7 @@ def service_env(**overrides) -> dict[str, str]:
 
 
 class Process:
-    """A child process in its own process group, so SIGKILL takes all of it (gunicorn and its workers)."""
+    """A child in its own process group, so a signal reaches all of it (gunicorn and its workers)."""
 
     def __init__(self, args: list[str], env: dict[str, str], log: Path):
         self.log_path = log
@@ -57,7 +57,11 @@ class Process:
     def pid(self) -> int:
         return self.popen.pid
 
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
     def kill(self) -> None:
+        """SIGKILL to the whole group, as a crash of the machine would end it."""
         try:
             os.killpg(self.popen.pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -65,40 +69,80 @@ class Process:
         self.popen.wait(timeout=30)
         self._log.close()
 
-    def terminate(self) -> None:
+    def stop(self) -> None:
+        """SIGTERM to the group, SIGKILL after 30 s; waits for the exit."""
         if self.popen.poll() is None:
-            os.killpg(self.popen.pid, signal.SIGTERM)
             try:
+                os.killpg(self.popen.pid, signal.SIGTERM)
                 self.popen.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.kill()
                 return
+            except ProcessLookupError:
+                pass
         self._log.close()
+
+    def terminate(self, timeout: float = 60) -> int:
+        """SIGTERM to this process only, as `docker stop` sends it to PID 1; its exit code."""
+        self.popen.send_signal(signal.SIGTERM)
+        try:
+            return self.popen.wait(timeout=timeout)
+        finally:
+            self._log.close()
+
+    def children(self) -> list[int]:
+        """Pids whose parent is this process (gunicorn's workers)."""
+        found = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat") as handle:
+                    stat = handle.read()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == self.pid:
+                found.append(int(entry))
+        return sorted(found)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
 
-def start_web(tmp: Path, env: dict[str, str], name: str = "web") -> tuple[Process, str]:
-    port = free_port()
-    env = {**env, "PORT": str(port)}
-    proc = Process([str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"], env, tmp / f"{name}.log")
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
+class Web(Process):
+    """gunicorn on a free port of 127.0.0.1, returned once it answers: with `workers`, once each has booted."""
+
+    def __init__(self, env: dict[str, str], log: Path, workers: int | None = None, timeout: float = 60):
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        env = {**env, "PORT": str(self.port)}
+        if workers is not None:
+            env["WEB_CONCURRENCY"] = str(workers)
+        self.workers = workers or 1
+        super().__init__([str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"], env, log)
         try:
-            if requests.get(f"{base}/healthz", timeout=5).ok:
-                return proc, base
+            wait_for(self._up, timeout, f"gunicorn did not come up on {self.base}; see {log}")
+        except BaseException:
+            self.kill()
+            raise
+
+    def _up(self) -> bool:
+        if not self.alive():
+            raise AssertionError(f"gunicorn exited with {self.popen.returncode}:\n{self.log()[-4000:]}")
+        if len(self.children()) < self.workers:
+            return False
+        try:  # several answers, so that more than the first worker to boot has taken one
+            return all(requests.get(f"{self.base}/healthz", timeout=5).ok for _ in range(4 * self.workers))
         except requests.RequestException:
-            pass
-        if proc.popen.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise AssertionError(f"gunicorn did not come up:\n{proc.log()}")
-        time.sleep(0.1)
+            return False
+
+    def worker_pids(self) -> list[int]:
+        return self.children()
 
 
-def start_worker(tmp: Path, env: dict[str, str], name: str = "worker") -> Process:
-    return Process([str(BIN / "flask"), "worker"], env, tmp / f"{name}.log")
+def start_worker(env: dict[str, str], log: Path) -> Process:
+    """The background role: idle shutdown, reconciliation and the Kafka listener."""
+    return Process([str(BIN / "flask"), "worker"], env, log)
 
 
 class Processes:
@@ -108,17 +152,17 @@ class Processes:
         self.tmp = tmp
         self.started: list[Process] = []
 
-    def web(self, env: dict[str, str], name: str = "web") -> tuple[Process, str]:
-        proc, base = start_web(self.tmp, env, name)  # killed by start_web itself if it never came up
-        self.started.append(proc)
-        return proc, base
+    def web(self, env: dict[str, str], name: str = "web") -> Web:
+        web = Web(env, self.tmp / f"{name}.log")  # killed by Web itself if it never came up
+        self.started.append(web)
+        return web
 
     def worker(self, env: dict[str, str], name: str = "worker") -> Process:
-        proc = start_worker(self.tmp, env, name)
+        proc = start_worker(env, self.tmp / f"{name}.log")
         self.started.append(proc)
         return proc
 
     def stop_all(self) -> None:
         for proc in self.started:
-            if proc.popen.poll() is None:
+            if proc.alive():
                 proc.kill()

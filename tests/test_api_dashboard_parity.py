@@ -98,7 +98,7 @@ def test_the_dashboards_infer_shares_the_apis_rate_limit_and_keeps_its_version(s
     assert infer_on_page(3).status_code == 200
     limited = infer_on_page(4)
     assert limited.status_code == 429
-    assert f"more than {RATE} inference requests a minute" in limited.get_data(as_text=True)
+    assert f"more than {RATE} requests a minute" in limited.get_data(as_text=True)
     api_limited = api.post(f"/api/models/{first['id']}/infer", json={}, headers=bearer(tokens["alice"]))
     assert api_limited.status_code == 429
     other = api.post(f"/api/models/{first['id']}/infer", json={}, headers=bearer(tokens["admin"]))

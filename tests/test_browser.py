@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import ECHO, NEVER_HEALTHY
 from playwright.sync_api import Page, expect, sync_playwright
+from waiting import wait_for
 
 from inference_app.cli import EXAMPLE
 
@@ -157,7 +158,9 @@ def test_model_detail_and_running_views(open_page, client, register):
     page = open_page(f"/models/{iris['id']}")
     expect(page.locator("#model-live .badge").first).to_have_text("running")
     expect(page.locator("#container-title")).to_be_visible()
-    page.wait_for_timeout(700)  # the activity ledger flushes the counters twice a second
+    # the activity ledger flushes the counters twice a second: reload once they are in the chart
+    charted = lambda: '<rect class="bar"' in client.get(f"/models/{iris['id']}").get_data(as_text=True)  # noqa: E731
+    wait_for(charted, 10, "the requests never reached the chart", interval=0.2)
     page.reload()
     expect(page.locator(".chart rect.bar")).not_to_have_count(0)
     expect(page.locator("pre.log")).to_contain_text("loaded")

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from conftest import ECHO, NEVER_HEALTHY, managed_containers
+from waiting import wait_for
 
 from inference_app.dashboard.chart import inference_chart
 from inference_app.dashboard.formatting import duration, pretty_json
@@ -38,13 +38,11 @@ def post(client, url: str, token: str | None, htmx: bool = True, **form):
 
 
 def wait_for_row(client, model_id: int, status: str, timeout: float = 30.0, since: str = "") -> str:
-    deadline = time.monotonic() + timeout
-    while True:
+    def row() -> str | None:
         html = client.get(f"/models/{model_id}/row{since}", headers=HX).get_data(as_text=True)
-        if f"badge-{status}" in html:
-            return html
-        assert time.monotonic() < deadline, f"model {model_id} never became {status}: {html}"
-        time.sleep(0.2)
+        return html if f"badge-{status}" in html else None
+
+    return wait_for(row, timeout, f"model {model_id} never became {status}", interval=0.2)
 
 
 def api_status(client, model_id: int) -> str:
@@ -176,11 +174,13 @@ def test_start_progress_shows_the_phase_then_the_failure_in_words(client, regist
     token = csrf_token(client)
     row = post(client, f"/models/{model['id']}/start", token, fragment="row").get_data(as_text=True)
     since = "?since=" + re.search(r"/row\?since=([0-9.]+)", row).group(1)
-    deadline = time.monotonic() + 10
-    while "waiting for /health to answer" not in row:
-        assert time.monotonic() < deadline, row
-        time.sleep(0.1)
-        row = client.get(f"/models/{model['id']}/row{since}", headers=HX).get_data(as_text=True)
+
+    def waiting_row() -> str | None:
+        html = client.get(f"/models/{model['id']}/row{since}", headers=HX).get_data(as_text=True)
+        return html if "waiting for /health to answer" in html else None
+
+    if "waiting for /health to answer" not in row:
+        row = wait_for(waiting_row, 10, "the row never showed the health-check phase")
     assert "badge-starting" in row and "every 1s" in row and re.search(r"answer · \d", row)
     failed = wait_for_row(client, model["id"], "failed", since=since)
     assert "every 1s" not in failed and 'class="error-inline"' in failed and "Traceback" not in failed
@@ -270,12 +270,12 @@ def test_model_detail_shows_container_chart_and_events(client, register):
     # The counters reach the database off the hot path, twice a second. (At least: a previous
     # test's late flush may add to model 1's counters, as ids restart with every test.)
     requests_shown = re.compile(r"<dt>Requests</dt><dd>([3-9])</dd>")
-    deadline = time.monotonic() + 5
-    while True:
+
+    def page() -> str | None:
         html = client.get(f"/models/{model['id']}").get_data(as_text=True)
-        if requests_shown.search(html) or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
+        return html if requests_shown.search(html) else None
+
+    html = wait_for(page, 5, "the detail page never showed the requests", interval=0.2)
     assert shown["container_id"][:12] in html and f":{shown['host_port']}</code>" in html
     assert "<dd>96 MiB</dd>" in html and "<dd>0.5</dd>" in html and "<dd>256</dd>" in html
     assert "SECRET_TOKEN" in html and "hunter2" not in html  # names only

@@ -10,7 +10,6 @@ network. The compose file is checked by Debian's docker-compose.
 import os
 import shutil
 import subprocess
-import time
 import uuid
 
 import pytest
@@ -30,15 +29,16 @@ from deployment_support import (
     wait_log,
 )
 from flask_migrate import upgrade
-from kafka_support import create_topics, fresh_topics, producer, require_kafka, send, wait_for
+from kafka_support import create_topics, fresh_topics, producer, require_kafka, send
 from service_process import free_port
 from sqlalchemy import URL, create_engine, make_url, text
+from waiting import wait_for
 
 from inference_app import create_app
+from inference_app.coordination import MIGRATION_LOCK as MIGRATION_LOCK_KEY
 from inference_app.coordination import dedicated_connection
 from inference_app.extensions import db
 from inference_app.runtime import labels
-from inference_app.schema import MIGRATION_LOCK_KEY
 
 HEAD = ScriptDirectory(str(ROOT / "migrations")).get_current_head()
 ACTIVE = "this process is the active background runner"
@@ -54,7 +54,6 @@ def service_env(**overrides: str) -> dict[str, str]:
         "STOP_TIMEOUT_SECONDS": "1",
         "DEFAULT_MEMORY": "64m",
         "START_TIMEOUT_SECONDS": "30",
-        "EXAMPLE_MODEL": "false",
         "DATABASE_WAIT_SECONDS": "30",
         "WEB_CONCURRENCY": "2",
         "GUNICORN_THREADS": "8",
@@ -70,9 +69,9 @@ def service_image():
 
 
 @pytest.fixture(scope="module")
-def empty_schema(docker_client):
+def empty_schema(database_url, docker_client):
     """The test database with an empty schema, for the containers to migrate; left at head afterwards."""
-    engine = create_engine(PG_URL)
+    engine = create_engine(database_url)
     with engine.begin() as conn:
         conn.execute(text("SET lock_timeout = '20s'"))
         conn.execute(text("DROP SCHEMA public CASCADE"))
@@ -208,11 +207,10 @@ class TestOnTheHostNetwork:
     def test_the_standby_worker_takes_over_when_the_active_one_stops(self, host_deployment):
         active = host_deployment.active_worker()
         [standby] = [w for w in host_deployment.workers if w.id != active.id]
-        began = time.monotonic()
         active.stop(timeout=20)
         active.reload()
-        assert active.attrs["State"]["ExitCode"] == 0, logs(active)[-2000:]  # SIGTERM handled by PID 1
-        assert time.monotonic() - began < 15
+        # 0, not 137: PID 1 handled SIGTERM and exited before Docker's SIGKILL
+        assert active.attrs["State"]["ExitCode"] == 0, logs(active)[-2000:]
         wait_log(standby, ACTIVE, 20)
         prod = producer()
         echo = {"user_id": "deploy", "model_name": "echo", "image": ECHO}
@@ -280,6 +278,7 @@ def test_on_a_docker_network_models_are_addressed_by_container_name(
         wait_http_ok(web, f"{base}/healthz")
         # one image that EXPOSEs its port, one that does not: the model's `port` is what counts
         unexposed = unexposed_copy(docker_client, ECHO, "inference-test/echo-unexposed:1")
+        started = []
         for image in (ECHO, unexposed):
             body = {"user_id": "net", "model_name": image.split("/")[1].split(":")[0], "image": image}
             model = requests.post(f"{base}/api/models", json=body, timeout=10).json()
@@ -287,11 +286,25 @@ def test_on_a_docker_network_models_are_addressed_by_container_name(
             assert answer.status_code == 200, (image, answer.text)
             assert answer.json()["echo"] == {"over": "the network"}
             name = labels.container_name(BASE_SETTINGS["container_prefix"], INSTANCE, model["id"])
-            started = docker_client.containers.get(name)
-            assert list(started.attrs["NetworkSettings"]["Networks"]) == [model_network.name]
-            assert not any((started.attrs["NetworkSettings"]["Ports"] or {}).values()), "a model port was published"
+            container = docker_client.containers.get(name)
+            own_network = f"{model_network.name}-{INSTANCE}-model-{model['id']}"  # each model alone on its network
+            assert list(container.attrs["NetworkSettings"]["Networks"]) == [own_network]
+            assert docker_client.networks.get(own_network).attrs["Internal"] is True
+            assert not any((container.attrs["NetworkSettings"]["Ports"] or {}).values()), "a model port was published"
+            started.append(container)
+        first, second = started
+        second_ip = next(iter(second.attrs["NetworkSettings"]["Networks"].values()))["IPAddress"]
+        probe = first.exec_run(["sh", "-c", f"printf 'GET /health HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {second_ip} 8080"])
+        assert b"200 OK" not in probe.output, "one model reached another"
     finally:
         containers.remove_all()
+        remove_model_containers(docker_client)
+        for network in docker_client.networks.list(filters={"label": f"{labels.INSTANCE}={INSTANCE}"}):
+            if network.name.startswith(f"{model_network.name}-"):
+                network.reload()
+                for attached in network.containers:
+                    network.disconnect(attached, force=True)
+                network.remove()
 
 
 COMPOSE_ENV = {"DOCKER_GID": "999", "POSTGRES_PASSWORD": "test-only-not-a-secret"}
@@ -311,6 +324,7 @@ def compose(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.services  # Debian's docker-compose, which `make test` installs
 def test_the_compose_file_is_valid_and_wires_the_services():
     checked = compose("config", "-q", env=COMPOSE_ENV)
     assert checked.returncode == 0, checked.stderr

@@ -66,15 +66,23 @@ def test_in_one_batch_each_event_is_judged_against_the_ones_before_it(ctx):
     assert model.meta == {"rev": "3b"} and model.event_occurred_at == at(3)  # equally new: the later one
 
 
-def test_an_older_event_than_the_registry_holds_changes_nothing_and_untimed_ones_apply_in_order(ctx):
+def test_an_older_event_than_the_registry_holds_changes_nothing_nor_does_an_untimed_one(ctx):
     apply_batch([upload("5", 5)])
     result = apply_batch([upload("untimed", None), upload("3", 3)])
-    assert (result.applied, result.stale) == (1, 1)
-    assert outcomes()[-2:] == [("up-untimed-churn", "applied"), ("up-3-churn", "stale")]
+    assert (result.applied, result.stale) == (0, 2)
+    assert outcomes()[-2:] == [("up-untimed-churn", "stale"), ("up-3-churn", "stale")]
     stale = db.session.scalar(select(IngestedEvent).where(IngestedEvent.event_id == "up-3-churn"))
     assert stale.model_id is None
     model = held()
-    assert model.meta == {"rev": "untimed"} and model.event_occurred_at == at(5)  # an untimed event keeps the time
+    assert model.meta == {"rev": "5"} and model.event_occurred_at == at(5)
+
+
+def test_untimed_events_apply_in_order_where_nothing_timed_is_known(ctx):
+    result = apply_batch([upload("u1", None), upload("u2", None)])
+    assert (result.applied, result.stale) == (2, 0)
+    assert held().meta == {"rev": "u2"}
+    apply_batch([upload("7", 7)])
+    assert held().meta == {"rev": "7"}  # a timed event overrides untimed data
 
 
 def test_identities_are_judged_apart(ctx):
@@ -93,5 +101,5 @@ def test_a_deletion_older_than_the_registry_holds_changes_nothing(ctx):
     assert model.deleted_at is not None and model.event_occurred_at == at(5)
     apply_batch([upload("6", 6)])
     assert held().deleted_at is None
-    assert apply_batch([deletion(None)]).deleted_model_ids == [held().id]  # an untimed deletion applies
-    assert held().event_occurred_at == at(6)
+    assert apply_batch([deletion(None)]).deleted_model_ids == []  # an untimed deletion never removes a timed one
+    assert held().deleted_at is None and held().event_occurred_at == at(6)

@@ -39,7 +39,8 @@ def test_metrics_follow_a_cold_start_and_an_eviction(client, register):
 
 
 def test_metrics_count_dead_lettered_events(app, client):
-    from kafka_support import create_topics, fresh_topics, producer, require_kafka, send, wait_for
+    from kafka_support import create_topics, fresh_topics, producer, require_kafka, send
+    from waiting import wait_for
 
     from inference_app.events.listener import KafkaListener
     from inference_app.services.context import context

@@ -19,7 +19,16 @@ from inference_app.services.lifecycle.decisions import Verdict, reconcile_verdic
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "inference_app"
 LIFECYCLE = PACKAGE / "services" / "lifecycle"
-STATE_FIELDS = {"status", "status_changed_at", "lease_owner", "lease_expires_at", "keep_warm", "pinned_by_admin"}
+STATE_FIELDS = {
+    "status",
+    "status_changed_at",
+    "lease_owner",
+    "lease_expires_at",
+    "keep_warm",
+    "pinned_by_admin",
+    "desired_replicas",  # the autoscaler's aim, and why it is held back
+    "scale_note",
+}
 
 # Every edge of the machine, written out again by hand: the table must say exactly this.
 EXPECTED_EDGES = {

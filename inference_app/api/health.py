@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, jsonify, request
 from sqlalchemy import text
 
 from ..errors import ServiceError
 from ..extensions import db
 from ..models import Heartbeat, utcnow
 from ..services.context import context
+from .errors import error_response
 
 bp = Blueprint("health", __name__)
 
@@ -20,10 +21,15 @@ def healthz():
 
 @bp.get("/metrics")
 def metrics():
-    """Prometheus text exposition (see inference_app/metrics.py)."""
-    from ..metrics import exposition
+    """Prometheus text exposition (see inference_app/metrics.py); behind METRICS_TOKEN when it is set."""
+    from ..metrics import exposition, scrape_allowed
 
-    return Response(exposition(context().settings), mimetype="text/plain; version=0.0.4; charset=utf-8")
+    settings = context().settings
+    if not scrape_allowed(settings.metrics_token, request.headers.get("Authorization")):
+        response = error_response(401, "unauthorized", "/metrics needs 'Authorization: Bearer <METRICS_TOKEN>'")
+        response.headers["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response
+    return Response(exposition(settings), mimetype="text/plain; version=0.0.4; charset=utf-8")
 
 
 @bp.get("/readyz")

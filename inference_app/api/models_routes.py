@@ -9,8 +9,9 @@ from flask import Response, g, jsonify, request
 from ..errors import InvalidInput
 from ..services import inference, lifecycle, registry
 from ..services.context import context
+from ..services.model_view import ModelView
 from . import bp
-from .access import caller
+from .access import caller, enter_inference, limit_rate
 from .params import bool_arg, int_arg, json_body
 from .serializers import model_to_dict
 
@@ -48,6 +49,7 @@ def show_model(model_id: int):
 
 @bp.post("/models/<int:model_id>/start")
 def start_model(model_id: int):
+    limit_rate()  # a start costs a container: the same per-token budget as an inference
     body = json_body(required=False)
     if not isinstance(body, dict):
         raise InvalidInput('the body must be a JSON object like {"keep_warm": true}')
@@ -73,7 +75,28 @@ def start_model(model_id: int):
 
 @bp.post("/models/<int:model_id>/infer")
 def infer(model_id: int):
-    model = inference.admit(model_id, request.args.get("version") or None, caller())
+    model = inference.admit(model_id, request.args.get("version") or None, caller())  # rate limit, scope
+    release = enter_inference()
+    try:
+        response = _forward_inference(model)
+    except BaseException:
+        release()
+        raise
+    if response.is_streamed:
+        response.call_on_close(release)  # a streamed answer stays in flight until it is sent
+    else:
+        release()
+    return response
+
+
+# The model's answer is served from our origin: it must never be sniffed into HTML or run script here.
+MODEL_ANSWER_HEADERS = {
+    "Content-Security-Policy": "sandbox; default-src 'none'",
+    "X-Content-Type-Options": "nosniff",
+}
+
+
+def _forward_inference(model: ModelView) -> Response:
     request_id = g.request_id
     body = request.get_data(cache=False)
     query = urlencode([(k, v) for k, v in request.args.items(multi=True) if k != "version"])
@@ -86,6 +109,7 @@ def infer(model_id: int):
             "X-Request-ID": request_id,
             "X-Model-Id": str(result.model_id),
             "X-Model-Version": result.version,
+            **MODEL_ANSWER_HEADERS,
         }
     )
     content_type = headers.pop("Content-Type", "application/octet-stream")

@@ -36,6 +36,24 @@ REGISTRATION = {
         "memory": {"oneOf": [{"type": "string", "example": "512m"}, {"type": "integer"}]},
         "cpus": {"type": "number", "exclusiveMinimum": 0},
         "idle_timeout_seconds": {"type": "integer", "minimum": 1},
+        "min_replicas": {
+            "type": "integer",
+            "minimum": 0,
+            "default": 0,
+            "description": "Replicas kept while it runs; 0 lets idle shutdown stop it. At most max_replicas",
+        },
+        "max_replicas": {
+            "type": "integer",
+            "minimum": 1,
+            "default": 1,
+            "description": "Replicas the autoscaler may run; at most MAX_REPLICAS_PER_MODEL",
+        },
+        "target_concurrency": {
+            "type": "integer",
+            "minimum": 1,
+            "default": 4,
+            "description": "Requests in flight per ready replica above which another replica is added",
+        },
         "metadata": {"type": "object"},
     },
 }
@@ -52,6 +70,20 @@ MODEL = {
         "last_used_at": {"type": ["string", "null"], "format": "date-time"},
         "idle_deadline": {"type": ["string", "null"], "format": "date-time"},
         "keep_warm": {"type": "boolean"},
+        "replicas": {
+            "type": "object",
+            "description": "The model's replicas by state, and how many the autoscaler aims for",
+            "properties": {
+                "ready": {"type": "integer"},
+                "starting": {"type": "integer"},
+                "draining": {"type": "integer"},
+                "desired": {"type": "integer"},
+            },
+        },
+        "scale_note": {
+            "type": ["string", "null"],
+            "description": "Why it runs fewer replicas than its load asks for (at the cap), else null",
+        },
     },
 }
 MODEL_ID = {"name": "model_id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0}}
@@ -68,7 +100,8 @@ def _errors(*codes: int) -> dict:
         403: "The token may not do this",
         404: "Unknown model (or another owner's)",
         413: "Body larger than MAX_REQUEST_BYTES",
-        429: "Rate limited; see Retry-After",
+        415: "A write needs Content-Type: application/json (infer: see its description)",
+        429: "Rate limited, or too many inferences in flight for this token; see Retry-After",
         502: "The container failed, or its image is missing",
         503: "Docker engine unreachable, no capacity, or too many waiting; see Retry-After",
         504: "Start or inference timeout",
@@ -132,7 +165,7 @@ def document() -> dict:
                     "responses": {
                         "201": _json(model_ref, "Registered"),
                         "200": _json(model_ref, "Updated"),
-                        **_errors(400, 401, 403, 413),
+                        **_errors(400, 401, 403, 413, 415),
                     },
                 },
             },
@@ -162,7 +195,7 @@ def document() -> dict:
                     "responses": {
                         "200": _json(model_ref, "Running"),
                         "202": _json(model_ref, "Starting"),
-                        **_errors(400, 401, 404, 502, 503, 504),
+                        **_errors(400, 401, 404, 415, 429, 502, 503, 504),
                     },
                 }
             },
@@ -170,7 +203,9 @@ def document() -> dict:
                 "post": {
                     "summary": "Forward an inference request to the model (starting it if needed)",
                     "description": "The body and Content-Type (JSON or any other) go to the model's predict_path; the model's status, "
-                    "body and content type come back, with X-Cold-Start, X-Start-Wait-Ms and X-Request-ID.",
+                    "body and content type come back, with X-Cold-Start, X-Start-Wait-Ms and X-Request-ID, and with "
+                    "`Content-Security-Policy: sandbox; default-src 'none'` and `X-Content-Type-Options: nosniff`. "
+                    "text/plain and form bodies (which any web page can send) need an X-Requested-With header.",
                     "parameters": [
                         MODEL_ID,
                         _query("version", {**NAME, "maxLength": 64}, "This version, not the newest"),
@@ -179,7 +214,7 @@ def document() -> dict:
                     "responses": {
                         "200": {"description": "The model's answer (any status the model gives is passed on)"},
                         "default": {"description": "The model's own status and body, passed on"},
-                        **_errors(401, 404, 413, 429, 502, 503, 504),
+                        **_errors(401, 404, 413, 415, 429, 502, 503, 504),
                     },
                 }
             },
@@ -187,7 +222,7 @@ def document() -> dict:
                 "post": {
                     "summary": "Stop and remove the container (idempotent)",
                     "parameters": [MODEL_ID],
-                    "responses": {"200": _json(model_ref, "Stopped"), **_errors(401, 404, 503)},
+                    "responses": {"200": _json(model_ref, "Stopped"), **_errors(401, 404, 415, 503)},
                 }
             },
             "/api/models/{model_id}/lifecycle-events": {
@@ -251,9 +286,12 @@ def document() -> dict:
             },
             "/metrics": {
                 "get": {
-                    "summary": "Prometheus metrics",
+                    "summary": "Prometheus metrics; with METRICS_TOKEN set, only for 'Authorization: Bearer <METRICS_TOKEN>'",
                     "security": [],
-                    "responses": {"200": {"description": "Text exposition"}},
+                    "responses": {
+                        "200": {"description": "Text exposition"},
+                        "401": {"description": "METRICS_TOKEN is set and was not sent"},
+                    },
                 }
             },
         },

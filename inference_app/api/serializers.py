@@ -6,14 +6,15 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from ..models import DeadLetter, IngestedEvent, ModelEvent, ServedModel, Status
+from ..models import DeadLetter, IngestedEvent, ModelEvent, ReplicaStatus, ServedModel, Status
 from ..units import format_memory
 
 # Field names in the order a client sees them.
 MODEL_FIELDS = tuple(
     "id user_id model_name version image port health_path predict_path env memory cpus idle_timeout_seconds"
-    " metadata created_at updated_at status status_changed_at last_error host_port container_id started_at"
-    " last_used_at keep_warm idle_deadline deleted".split()
+    " min_replicas max_replicas target_concurrency metadata created_at updated_at status status_changed_at"
+    " last_error host_port container_id started_at last_used_at keep_warm idle_deadline replicas scale_note"
+    " deleted".split()
 )
 EVENT_FIELDS = tuple("id model_id kind detail duration_ms at".split())
 INGESTED_FIELDS = tuple(
@@ -44,9 +45,19 @@ def model_to_dict(model: ServedModel, default_idle_timeout: int) -> dict[str, An
         "host_port": model.host_port if model.state is Status.RUNNING else None,
         "keep_warm": bool(model.keep_warm),
         "idle_deadline": model.idle_deadline(default_idle_timeout),
+        "replicas": replica_counts(model),
         "deleted": model.deleted_at is not None,
     }
     return record(model, MODEL_FIELDS, computed)
+
+
+def replica_counts(model: ServedModel) -> dict[str, int]:
+    """Replicas by state, and the number the autoscaler aims for."""
+    counts = {state.value: 0 for state in ReplicaStatus}
+    if model.state is Status.RUNNING:
+        for replica in model.replicas:
+            counts[replica.status] += 1
+    return {**counts, "desired": model.desired_replicas or 0}
 
 
 def event_to_dict(event: ModelEvent) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from flask import make_response, render_template, request
 from ..errors import InvalidInput, ServiceError
 from ..extensions import db
 from ..models import ServedModel
-from ..services import inference, registry
+from ..services import inference, rate_limit, registry
 from . import bp
 from .formatting import pretty_json
 from .htmx import page_or_partial, wants_partial
@@ -125,7 +125,11 @@ def infer_model(model_id: int):
     text = request.form.get("body", "")
     answer, error, status = None, None, 200
     try:
-        answer = _ask(model, text)
+        release = rate_limit.enter_inference(viewer())  # the API's per-token limits (admit: the rate)
+        try:
+            answer = _ask(model, text)
+        finally:
+            release()
     except ServiceError as exc:
         db.session.rollback()
         error, status = exc.message, exc.status

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from ..models import ServedModel, Status, utcnow
+from ..models import Replica, ReplicaStatus, ServedModel, Status, utcnow
 from ..services import insights
 from ..services.context import context
 
@@ -29,12 +29,41 @@ class Progress:
 
 
 @dataclass(frozen=True)
+class ReplicaSummary:
+    """A model's replicas as its row and page show them: ready/desired, and why it holds fewer."""
+
+    ready: int
+    starting: int
+    draining: int
+    desired: int
+    note: str | None
+    rows: tuple[Replica, ...]
+
+
+def replica_summary(model: ServedModel) -> ReplicaSummary | None:
+    """None for a model that runs one replica at most (nothing to show beyond its status)."""
+    rows = tuple(sorted(model.replicas, key=lambda r: r.replica)) if model.state is Status.RUNNING else ()
+    if (model.max_replicas or 1) <= 1 and len(rows) <= 1:
+        return None
+    count = {state: sum(r.state is state for r in rows) for state in ReplicaStatus}
+    return ReplicaSummary(
+        count[ReplicaStatus.READY],
+        count[ReplicaStatus.STARTING],
+        count[ReplicaStatus.DRAINING],
+        model.desired_replicas or 0,
+        model.scale_note,
+        rows,
+    )
+
+
+@dataclass(frozen=True)
 class LiveModel:
     """A model with what its row needs: progress and when idle shutdown will stop it."""
 
     model: ServedModel
     progress: Progress
     idle_deadline: datetime | None
+    replicas: ReplicaSummary | None = None
 
     @property
     def running(self) -> bool:
@@ -80,4 +109,4 @@ def live_model(model: ServedModel, since: float | None = None, error: str | None
     )
     if error:
         progress = Progress(progress.polling, progress.phase, progress.elapsed_s, error, progress.since)
-    return LiveModel(model, progress, model.idle_deadline(settings.idle_timeout_seconds))
+    return LiveModel(model, progress, model.idle_deadline(settings.idle_timeout_seconds), replica_summary(model))

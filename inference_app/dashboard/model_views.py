@@ -9,10 +9,12 @@ from dataclasses import dataclass
 from flask import Response, flash, make_response, render_template, request, url_for
 from werkzeug.datastructures import MultiDict
 
+from ..api.params import whole_number
 from ..errors import InvalidInput, ServiceError
 from ..extensions import db
 from ..models import ServedModel, Status
-from ..services import insights, lifecycle, registry
+from ..services import insights, lifecycle, rate_limit, registry
+from ..services.context import context
 from . import bp
 from .chart import inference_chart
 from .htmx import is_htmx, page_or_partial, redirect_back
@@ -34,13 +36,14 @@ class Filters:
     @classmethod
     def from_args(cls, args: MultiDict) -> Filters:
         raw_page = (args.get("page") or "1").strip()
-        if not raw_page.isdigit() or int(raw_page) < 1:
+        page = whole_number("page", raw_page)
+        if page < 1:
             raise InvalidInput(f"page must be a whole number from 1, got {raw_page[:16]!r}", field="page")
         return cls(
             q=(args.get("q") or "").strip(),
             user_id=(args.get("user_id") or "").strip(),
             status=(args.get("status") or "").strip(),
-            page=min(int(raw_page), 10**7),
+            page=min(page, 10**7),
         )
 
     def url(self, page: int) -> str:
@@ -133,6 +136,7 @@ def start_model(model_id: int):
     model = registry.get_model(model_id, visible_to=viewer())
     since = time.time()
     try:
+        context().rate_limiter.check(rate_limit.key_of(viewer()))  # the API's per-token budget
         lifecycle.request_start(model, wait=False, keep_warm=False)
     except ServiceError as exc:
         return _after_action(model_id, since, exc)

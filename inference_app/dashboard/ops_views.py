@@ -13,19 +13,21 @@ from .signin import viewer
 
 EVENT_KINDS = sorted(v for k, v in vars(EventKind).items() if k.isupper())
 STOP_KINDS = [EventKind.EVICTED, EventKind.IDLE_STOPPED]
+SCALE_KINDS = [EventKind.SCALED_UP, EventKind.SCALED_DOWN, EventKind.SCALE_HELD, EventKind.REPLICA_FAILED]
 EVENTS_PER_PAGE = 50
 KAFKA_ROWS = 20
 
 
 @bp.get("/running")
 def running():
-    """Models holding a container slot, the capacity, and recent evictions and idle stops."""
+    """Models holding a container slot, the capacity, recent scaling, and recent evictions and idle stops."""
     rows = [live_model(m) for m in insights.active_models(visible_to=viewer())]
     return page_or_partial(
         "running.html",
         "partials/running.html",
         capacity=insights.capacity(),
         rows=rows,
+        scaling=insights.recent_events(kinds=SCALE_KINDS, limit=20, visible_to=viewer()),
         stops=insights.recent_events(kinds=STOP_KINDS, limit=20, visible_to=viewer()),
         polling=any(r.progress.polling for r in rows),
     )
@@ -39,7 +41,7 @@ def events():
     error = None
     if kind and kind not in EVENT_KINDS:
         error = f"kind must be one of {', '.join(EVENT_KINDS)}"
-    elif raw_before and not (raw_before.isdigit() and len(raw_before) <= 18):
+    elif raw_before and not (raw_before.isascii() and raw_before.isdigit() and len(raw_before) <= 18):
         error = "before must be an event number"
     rows = []
     if error is None:

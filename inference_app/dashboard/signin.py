@@ -1,4 +1,9 @@
-"""Signing in to the dashboard with an API token; the session keeps the token's hash, never the token."""
+"""Signing in to the dashboard with an API token.
+
+The cookie (signed, HttpOnly, SameSite=Lax, Secure with SESSION_COOKIE_SECURE) holds a random
+session id; the server keeps the session (auth.open_session), so it ends at SESSION_LIFETIME_SECONDS
+or at sign-out, whoever holds a copy of the cookie.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ from ..services.context import context
 from . import bp
 from .htmx import current_page, is_htmx, local_path
 
-SESSION_KEY = "token_hash"
+SESSION_KEY = "session_id"
 OPEN_ENDPOINTS = {"dashboard.login", "dashboard.login_form", "dashboard.logout"}
 
 
@@ -25,8 +30,8 @@ def require_signin():
     if context().settings.auth_disabled:
         g.principal = auth.ANONYMOUS_ADMIN
         return None
-    digest = session.get(SESSION_KEY)
-    principal = auth.principal_for_hash(digest) if isinstance(digest, str) else None
+    session_id = session.get(SESSION_KEY)
+    principal = auth.session_principal(session_id) if isinstance(session_id, str) else None
     if principal is not None:
         g.principal = principal
         return None
@@ -53,12 +58,15 @@ def login() -> Response:
         error = "Paste an API token." if not token else "That token is unknown or has been revoked."
         return make_response(render_template("login.html", next=next_page, error=error), 401)
     session.clear()
-    session[SESSION_KEY] = auth.hash_token(token)
+    session[SESSION_KEY] = auth.open_session(auth.hash_token(token), context().settings.session_lifetime_seconds)
     session.permanent = True
     return redirect(next_page, code=303)
 
 
 @bp.post("/logout")
 def logout() -> Response:
+    session_id = session.get(SESSION_KEY)
+    if isinstance(session_id, str):
+        auth.end_session(session_id)
     session.clear()
     return redirect(url_for("dashboard.login_form"), code=303)

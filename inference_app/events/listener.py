@@ -18,8 +18,9 @@ from flask import Flask
 from ..config import Settings
 from ..extensions import db
 from ..models import utcnow
+from .connection import BrokerAccessError, check_access, client_options
 from .contract import Position, decode
-from .ingest import apply_batch
+from .ingest import apply_events
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +84,9 @@ class KafkaListener:
 
     def _set_state(self, state: str, reason: str | None = None) -> None:
         if state != self.state or reason != self.reason:
-            log = logger.warning if state in ("error", "disconnected") else logger.info
+            log = {"unauthorized": logger.error, "error": logger.warning, "disconnected": logger.warning}.get(
+                state, logger.info
+            )
             log("Kafka listener %s%s", state, f": {reason}" if reason else "")
         self.state, self.reason = state, reason
 
@@ -93,11 +96,16 @@ class KafkaListener:
         while not self._stop.is_set():
             consumer = None
             try:
-                self._set_state("connecting")
+                if self.state != "unauthorized":  # (refused again: one log line, not one per retry)
+                    self._set_state("connecting")
                 consumer = self._connect()
                 self._set_state("connected")
                 backoff = 1.0
                 self._consume(consumer)
+            except BrokerAccessError as exc:  # credentials or certificates: retried, slowly, until fixed
+                self._set_state("unauthorized", str(exc))
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF)
             except Exception as exc:  # every failure: back off, reconnect, resume from committed offsets
                 self._set_state("error", f"{exc.__class__.__name__}: {str(exc)[:200]}")
                 self._stop.wait(backoff)
@@ -114,6 +122,7 @@ class KafkaListener:
         from kafka import KafkaConsumer
 
         s = self.settings
+        check_access(s)
         consumer = KafkaConsumer(
             bootstrap_servers=s.kafka_bootstrap_servers.split(","),
             group_id=s.kafka_group_id,
@@ -125,6 +134,7 @@ class KafkaListener:
             request_timeout_ms=20_000,
             reconnect_backoff_max_ms=5_000,
             client_id=f"inference-service-{s.instance_name}",
+            **client_options(s),
         )
         topics = [s.kafka_topic_uploaded, s.kafka_topic_deleted]
         for topic in topics:  # metadata first: subscribing before it is known can strand a consumer
@@ -157,7 +167,7 @@ class KafkaListener:
         events = [decode(Position(r.topic, r.partition, r.offset), r.value, self.settings) for r in records]
         with self._app.app_context():
             try:
-                result = apply_batch(events)
+                result = apply_events(events)
             finally:
                 db.session.remove()
         self.applied += result.applied

@@ -1,4 +1,4 @@
-"""The background role: the APScheduler jobs (idle shutdown, reconciliation) in one process.
+"""The background role: the APScheduler jobs (idle shutdown, reconciliation, autoscaling) in one process.
 
 With PostgreSQL, any number of processes may run this role; a session-level advisory lock
 elects one active runner and the others stand by, taking over within LEADER_POLL seconds
@@ -20,6 +20,7 @@ from ..events.listener import KafkaListener
 from ..extensions import db
 from ..models import Heartbeat, utcnow
 from . import idle, reconcile
+from .scale import Autoscaler
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ class BackgroundRunner:
         self._leader_conn = None
         self._stop = threading.Event()
         self.listener: KafkaListener | None = None
+        self.autoscaler = Autoscaler(app)
         self.last_runs: dict[str, datetime] = {}
         self.last_errors: dict[str, str] = {}
 
@@ -65,6 +67,9 @@ class BackgroundRunner:
 
     def run_reconcile(self) -> None:
         self._run("reconcile", reconcile.reconcile)
+
+    def run_autoscale(self) -> None:
+        self._run("autoscale", self.autoscaler.tick)
 
     def run_heartbeat(self) -> None:
         """Publish this runner's state for the web processes' /readyz, and mind the listener."""
@@ -100,6 +105,7 @@ class BackgroundRunner:
         )
         scheduler.add_job(self.run_idle, "interval", seconds=settings.idle_check_interval_seconds, id="idle_shutdown")
         scheduler.add_job(self.run_reconcile, "interval", seconds=settings.reconcile_interval_seconds, id="reconcile")
+        scheduler.add_job(self.run_autoscale, "interval", seconds=settings.scale_check_interval_seconds, id="autoscale")
         scheduler.add_job(self.run_heartbeat, "interval", seconds=HEARTBEAT_EVERY, id="heartbeat")
         scheduler.start()
         self._scheduler = scheduler
@@ -107,10 +113,11 @@ class BackgroundRunner:
         self.listener.start()
         self.run_heartbeat()
         logger.info(
-            "background jobs running in %s role: idle check every %ss, reconcile every %ss",
+            "background jobs running in %s role: idle check every %ss, reconcile every %ss, autoscale every %ss",
             self.role,
             settings.idle_check_interval_seconds,
             settings.reconcile_interval_seconds,
+            settings.scale_check_interval_seconds,
         )
 
     def shutdown(self) -> None:
@@ -121,6 +128,7 @@ class BackgroundRunner:
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
             self._scheduler = None
+        self.autoscaler.close(wait=False)
 
     def run_forever(self) -> None:
         """The worker role: win the election (PostgreSQL), run the jobs, stop when the lock is lost."""

@@ -23,7 +23,11 @@ def reap_idle(now: datetime | None = None) -> list[int]:
     now = now or utcnow()
     default = ctx.settings.idle_timeout_seconds
     running = db.session.scalars(
-        select(ServedModel).where(ServedModel.status == Status.RUNNING.value, ServedModel.keep_warm.is_(False))
+        select(ServedModel).where(
+            ServedModel.status == Status.RUNNING.value,
+            ServedModel.keep_warm.is_(False),
+            ServedModel.min_replicas == 0,  # min_replicas >= 1 keeps it up, like keep_warm
+        )
     ).all()
     db.session.commit()
     stopped = []

@@ -21,6 +21,10 @@ class EventKind:
     VANISHED = "vanished"
     ADOPTED = "adopted"
     REMOVED_ORPHAN = "removed_orphan"
+    SCALED_UP = "scaled_up"  # a replica was added for the load
+    SCALED_DOWN = "scaled_down"  # a replica was drained and removed (low load, or to make room)
+    SCALE_HELD = "scale_held"  # the load asked for more replicas than the caps allow
+    REPLICA_FAILED = "replica_failed"  # an extra replica could not start; the model keeps running
 
 
 class ModelEvent(db.Model):

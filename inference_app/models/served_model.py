@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import JSON, Boolean, Float, Index, Integer, String, Text, UniqueConstraint, false, text
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ..extensions import db
 from .status import Status
 from .types import UTCDateTime
+
+if TYPE_CHECKING:
+    from .replica import Replica
 
 
 def utcnow() -> datetime:
@@ -43,6 +46,9 @@ class ServedModel(db.Model):
     memory_bytes: Mapped[int | None] = mapped_column(Integer().with_variant(db.BigInteger(), "postgresql"))
     cpus: Mapped[float | None] = mapped_column(Float)
     idle_timeout_seconds: Mapped[int | None] = mapped_column(Integer)
+    min_replicas: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    max_replicas: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
+    target_concurrency: Mapped[int] = mapped_column(Integer, default=4, server_default=text("4"))
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
@@ -59,8 +65,15 @@ class ServedModel(db.Model):
     pinned_by_admin: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     lease_owner: Mapped[str | None] = mapped_column(String(80))
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    desired_replicas: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    scale_note: Mapped[str | None] = mapped_column(Text)  # why it holds fewer replicas than its load asks for
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     event_occurred_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # newest event applied
+
+    # Its instances while it runs (services.lifecycle.transitions keeps them); dropped when it stops.
+    replicas: Mapped[list[Replica]] = relationship(
+        order_by="Replica.replica", cascade="all, delete-orphan", passive_deletes=True
+    )
 
     @property
     def state(self) -> Status:
@@ -71,7 +84,7 @@ class ServedModel(db.Model):
 
     def idle_deadline(self, default_timeout: int) -> datetime | None:
         """When idle shutdown will stop this model if nothing uses it before then."""
-        if self.state is not Status.RUNNING or self.keep_warm:
+        if self.state is not Status.RUNNING or self.keep_warm or self.min_replicas > 0:
             return None
         since = self.last_used_at or self.started_at
         return since + timedelta(seconds=self.effective_idle_timeout(default_timeout)) if since else None

@@ -115,6 +115,14 @@ class Runtime(ABC):
     def logs(self, instance_id: str, lines: int = 20) -> str:
         """The last lines an instance wrote, or "" when it is gone."""
 
+    def reach(self, instance: Instance) -> bool:
+        """Open a path from this process to a running instance it could not connect to.
+
+        True when there was none and now there is (the caller may try again); runtimes whose
+        instances every process reaches alike have nothing to do.
+        """
+        return False
+
     def remove_model(self, model_id: int, timeout: int | None = None) -> int:
         """Stop and remove every instance of a model; returns how many there were."""
         removed = 0

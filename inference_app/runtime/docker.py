@@ -8,19 +8,18 @@ found again by deterministic name and namespaced labels.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 
 import docker
 import docker.errors
 import requests.exceptions
-import urllib3
 
 from ..config import Settings
 from ..errors import ContainerFailed, EngineUnavailable, ImageMissing
+from ..http_pools import ProcessPool
 from . import labels
 from .base import Endpoint, Instance, InstanceSpec, Limits, Runtime
-from .isolation import ModelsNetwork
+from .isolation import ModelNetworks, ModelsNetwork
 from .readiness import poll_ready
 
 logger = logging.getLogger(__name__)
@@ -42,9 +41,9 @@ class DockerRuntime(Runtime):
         self._client: docker.DockerClient | None = None
         self._lock = threading.Lock()
         self._calls = threading.BoundedSemaphore(8)
-        self._http: urllib3.PoolManager | None = None
-        self._http_pid = 0
+        self._health_pool = ProcessPool(num_pools=64, maxsize=4)
         self._network = ModelsNetwork(settings.container_prefix, settings.instance_name)
+        self._model_networks = ModelNetworks(settings.docker_network, settings.instance_name)
 
     # -- plumbing -----------------------------------------------------------------------------
     @property
@@ -62,14 +61,6 @@ class DockerRuntime(Runtime):
                     except docker.errors.DockerException as exc:
                         raise EngineUnavailable(f"Docker engine unreachable: {_short(exc)}", retry_after=5) from exc
         return self._client
-
-    @property
-    def health_http(self) -> urllib3.PoolManager:
-        """Connections for health checks, one pool per process."""
-        if self._http is None or self._http_pid != os.getpid():
-            self._http = urllib3.PoolManager(num_pools=64, maxsize=4, block=False, retries=False)
-            self._http_pid = os.getpid()
-        return self._http
 
     def _call(self, fn, *args, **kwargs):
         with self._calls:
@@ -121,7 +112,7 @@ class DockerRuntime(Runtime):
             raise ContainerFailed(f"Docker refused to create the container: {_short(exc)}") from exc
 
     def wait_ready(self, instance: Instance, health_path: str, deadline: float) -> Endpoint:
-        return poll_ready(self, self.health_http, instance, health_path, deadline)
+        return poll_ready(self, self._health_pool.get(), instance, health_path, deadline)
 
     def _create_kwargs(self, spec: InstanceSpec, name: str) -> dict:
         s = self.settings
@@ -153,7 +144,7 @@ class DockerRuntime(Runtime):
         if s.model_user:
             kwargs["user"] = s.model_user
         if s.docker_network:
-            kwargs["network"] = s.docker_network
+            kwargs["network"] = self._call(self._model_networks.ensure, self.client, spec.model_id)
         else:
             kwargs["network"] = self._call(self._network.ensure, self.client)
             kwargs["ports"] = {f"{spec.port}/tcp": (s.publish_host, None)}
@@ -216,11 +207,24 @@ class DockerRuntime(Runtime):
             container = self._call(self.client.containers.get, instance_id)
         except docker.errors.NotFound:
             return False
+        self._remove(container, timeout)
+        model_id = _digits((container.labels or {}).get(labels.MODEL_ID))
+        if self.settings.docker_network and model_id is not None:
+            self._call(self._model_networks.release, self.client, model_id)
+        return True
+
+    def reach(self, instance: Instance) -> bool:
+        """Network form: join the instance's network if this process's container is not on it yet."""
+        if not self.settings.docker_network or instance.model_id is None:
+            return False
+        return self._call(self._model_networks.join, self.client, self._model_networks.name_for(instance.model_id))
+
+    def _remove(self, container, timeout: int | None) -> None:
         try:
             if container.status == "running":
                 self._call(container.stop, timeout=self.settings.stop_timeout_seconds if timeout is None else timeout)
         except docker.errors.NotFound:
-            return True
+            return
         except docker.errors.APIError as exc:
             logger.warning("stopping %s failed (%s); removing it by force", container.name, _short(exc))
         try:
@@ -230,7 +234,6 @@ class DockerRuntime(Runtime):
         except docker.errors.APIError as exc:
             if exc.status_code != 409:  # 409: removal already in progress
                 raise
-        return True
 
     def logs(self, instance_id: str, lines: int = 20) -> str:
         try:

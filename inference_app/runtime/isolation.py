@@ -2,12 +2,15 @@
 
 On the host network (ports published on the host), every model container joins one bridge
 network of this service with inter-container traffic turned off: the host reaches each
-model through its published port, but no model can open a connection to another.
+model through its published port, but no model can open a connection to another. When the
+service itself runs in a container (DOCKER_NETWORK), each model gets an internal network of
+its own, which the service's containers join.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 
 import docker
@@ -61,3 +64,74 @@ class ModelsNetwork:
         )
         logger.info("created the isolated network %s for model containers", self.name)
         return self._find(client)
+
+
+class ModelNetworks:
+    """Network form (the service itself in a container): one internal network per model.
+
+    Each model's containers are alone on their network; the service's own container joins it,
+    so it reaches the model by container name while no model reaches another (nor the outside).
+    """
+
+    def __init__(self, prefix: str, instance: str):
+        self.prefix = prefix
+        self.instance = instance
+        self._self_id: str | None = None
+        self._self_known = False
+        self._lock = threading.Lock()
+
+    def name_for(self, model_id: int) -> str:
+        return f"{self.prefix}-{self.instance}-model-{model_id}"
+
+    def ensure(self, client: docker.DockerClient, model_id: int) -> str:
+        """The model's network (created first if missing), with this service's container on it."""
+        name = self.name_for(model_id)
+        with self._lock:
+            if not [n for n in client.networks.list(names=[name]) if n.name == name]:
+                client.networks.create(
+                    name,
+                    driver="bridge",
+                    internal=True,
+                    labels={labels.MANAGED: "true", labels.INSTANCE: self.instance, labels.MODEL_ID: str(model_id)},
+                    check_duplicate=True,
+                )
+        self.join(client, name)
+        return name
+
+    def join(self, client: docker.DockerClient, name: str) -> bool:
+        """Connect this service's own container to a model's network; True if it was not on it yet."""
+        own = self._own_container(client)
+        if own is None:
+            return False
+        network = client.networks.get(name)
+        if own in {c.id for c in network.containers}:
+            return False
+        try:
+            network.connect(own)
+        except docker.errors.APIError as exc:
+            if exc.status_code not in (403, 409):  # already connected (a race with another thread)
+                raise
+            return False
+        return True
+
+    def release(self, client: docker.DockerClient, model_id: int) -> None:
+        """Remove the model's network once no model container is left on it."""
+        name = self.name_for(model_id)
+        for network in [n for n in client.networks.list(names=[name]) if n.name == name]:
+            network.reload()
+            if any((c.labels or {}).get(labels.MODEL_ID) for c in network.containers):
+                continue
+            for container in network.containers:
+                network.disconnect(container, force=True)
+            network.remove()
+
+    def _own_container(self, client: docker.DockerClient) -> str | None:
+        """The container this process runs in (Docker names a container's host after its id)."""
+        if not self._self_known:
+            try:
+                self._self_id = client.containers.get(socket.gethostname()).id
+            except docker.errors.NotFound:
+                logger.warning("this process runs in no container of this Docker engine: models are unreachable")
+                self._self_id = None
+            self._self_known = True
+        return self._self_id

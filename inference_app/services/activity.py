@@ -4,10 +4,14 @@ Only inference counts as activity. A model with a request in flight, in any proc
 be held for stopping (idle shutdown or eviction); while a stopper holds a model, new requests
 wait for the stop to finish and then start it again.
 
-Within one process the ledger is in memory. With PostgreSQL, each process also takes a
-shared advisory lock per model while it has requests in flight (kept for LINGER seconds
-after the last one, so a busy model costs no round trip per request), and a stopper must
-win the exclusive lock: the database itself arbitrates between processes and replicas.
+Within one process the ledger is in memory. With PostgreSQL (services.shared_activity), each
+process also takes a shared advisory lock per model while it has requests in flight, and a
+stopper must win the exclusive lock: the database itself arbitrates between processes and
+service replicas. The same goes, one level down, for each replica of a model that has several
+(keyed by the replica's row id): a replica is removed only once its drainer wins its lock.
+
+The flusher also reports this process's requests in flight per model, averaged over its
+interval (services.load), for the autoscaler.
 
 Last-use times are written by a small flusher thread (per process, started on first use,
 never at import or in the factory) every FLUSH_INTERVAL, not on every request; idle
@@ -25,13 +29,13 @@ from datetime import datetime
 from sqlalchemy import update
 from sqlalchemy.engine import Engine
 
-from ..coordination import ACTIVITY_NAMESPACE, dedicated_connection, greatest, insert_for
+from ..coordination import greatest, insert_for
 from ..models import InferenceMinute, ServedModel, utcnow
+from . import load
 
 logger = logging.getLogger(__name__)
 
 FLUSH_INTERVAL = 0.5
-LINGER = 1.0
 
 
 class Activity:
@@ -45,6 +49,10 @@ class Activity:
         self._last_leave: dict[int, float] = {}
         self._dirty: set[int] = set()
         self._minutes: dict[tuple[int, datetime], list[int]] = {}
+        self._replica_in_flight: dict[int, int] = {}
+        self._replica_held: set[int] = set()
+        self._replica_last_leave: dict[int, float] = {}
+        self._meter = load.LoadMeter(time.monotonic())
         self._engine: Engine | None = None
         self._flusher: threading.Thread | None = None
         self._closed = threading.Event()
@@ -56,10 +64,12 @@ class Activity:
         with self._lock:
             if model_id in self._held:
                 return False
-            self._in_flight[model_id] = self._in_flight.get(model_id, 0) + 1
+            count = self._in_flight.get(model_id, 0)
+            self._meter.accrue(model_id, count, time.monotonic())
+            self._in_flight[model_id] = count + 1
         if not self._share(model_id):
             with self._lock:
-                self._decrement(model_id)
+                self._decrement(model_id, time.monotonic())
             return False
         return True
 
@@ -67,10 +77,11 @@ class Activity:
         """Count a request out, with what it cost: its minute's counters are flushed later."""
         now = utcnow()
         minute = now.replace(second=0, microsecond=0)
+        clock = time.monotonic()
         with self._lock:
-            self._decrement(model_id)
+            self._decrement(model_id, clock)
             self._last_used[model_id] = now
-            self._last_leave[model_id] = time.monotonic()
+            self._last_leave[model_id] = clock
             self._dirty.add(model_id)
             counters = self._minutes.setdefault((model_id, minute), [0, 0, 0, 0, 0])
             counters[0] += 1
@@ -79,16 +90,62 @@ class Activity:
             counters[3] += duration_ms
             counters[4] = max(counters[4], duration_ms)
 
-    def _decrement(self, model_id: int) -> None:
-        left = self._in_flight.get(model_id, 0) - 1
-        if left > 0:
-            self._in_flight[model_id] = left
+    def _decrement(self, model_id: int, clock: float) -> None:
+        count = self._in_flight.get(model_id, 0)
+        self._meter.accrue(model_id, count, clock)
+        if count > 1:
+            self._in_flight[model_id] = count - 1
         else:
             self._in_flight.pop(model_id, None)
 
     def in_flight(self, model_id: int) -> int:
         with self._lock:
             return self._in_flight.get(model_id, 0)
+
+    # -- replicas of a model with several --------------------------------------------------------
+    def enter_replica(self, replica_id: int) -> bool:
+        """Count a request in on one replica; False while its drainer holds it (pick another)."""
+        with self._lock:
+            if replica_id in self._replica_held:
+                return False
+            self._replica_in_flight[replica_id] = self._replica_in_flight.get(replica_id, 0) + 1
+        if not self._share_replica(replica_id):
+            self.leave_replica(replica_id)
+            return False
+        return True
+
+    def leave_replica(self, replica_id: int) -> None:
+        with self._lock:
+            left = self._replica_in_flight.get(replica_id, 0) - 1
+            if left > 0:
+                self._replica_in_flight[replica_id] = left
+            else:
+                self._replica_in_flight.pop(replica_id, None)
+            self._replica_last_leave[replica_id] = time.monotonic()
+
+    def replica_loads(self, replica_ids: list[int]) -> list[int]:
+        """Requests in flight in this process on each of these replicas."""
+        with self._lock:
+            return [self._replica_in_flight.get(r, 0) for r in replica_ids]
+
+    def try_hold_replica(self, replica_id: int) -> bool:
+        """Claim a replica for removal; False while any request is in flight on it anywhere."""
+        with self._lock:
+            if self._replica_in_flight.get(replica_id) or replica_id in self._replica_held:
+                return False
+            self._replica_held.add(replica_id)
+        if not self._exclusive_replica(replica_id):
+            with self._lock:
+                self._replica_held.discard(replica_id)
+            return False
+        return True
+
+    def release_replica(self, replica_id: int) -> None:
+        with self._lock:
+            if replica_id not in self._replica_held:
+                return
+            self._replica_held.discard(replica_id)
+        self._unexclusive_replica(replica_id)
 
     # -- stoppers ------------------------------------------------------------------------------
     def try_hold(self, model_id: int) -> bool:
@@ -128,6 +185,15 @@ class Activity:
     def _unexclusive(self, model_id: int) -> None:
         return None
 
+    def _share_replica(self, replica_id: int) -> bool:
+        return True
+
+    def _exclusive_replica(self, replica_id: int) -> bool:
+        return True
+
+    def _unexclusive_replica(self, replica_id: int) -> None:
+        return None
+
     def _release_lingering(self) -> None:
         return None
 
@@ -151,6 +217,9 @@ class Activity:
         self._in_flight.clear()
         self._held.clear()
         self._dirty.clear()
+        self._replica_in_flight.clear()
+        self._replica_held.clear()
+        self._meter = load.LoadMeter(time.monotonic())
 
     def close(self) -> None:
         """Stop the flusher after a last flush (app teardown, process exit)."""
@@ -167,6 +236,18 @@ class Activity:
                 self._release_lingering()
             except Exception:
                 logger.exception("could not persist model activity; will retry")
+            try:
+                self.report_load()
+            except Exception:
+                logger.exception("could not report the load; will retry")
+
+    def report_load(self) -> None:
+        """Write this process's requests in flight per model, averaged since the last report."""
+        with self._lock:
+            averages = self._meter.averages(self._in_flight, time.monotonic())
+        if averages and self._engine is not None:
+            with self._engine.begin() as conn:
+                load.report(conn, averages, utcnow())
 
     def flush(self) -> None:
         """Write pending last-use times (never moving a clock backwards) and minute counters."""
@@ -209,104 +290,6 @@ class Activity:
             counters[2] += colds
             counters[3] += total
             counters[4] = max(counters[4], longest)
-
-
-class SharedActivity(Activity):
-    """The PostgreSQL ledger: advisory locks make in-flight requests visible to every process."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._conn = None
-        self._conn_lock = threading.Lock()
-        self._shared: set[int] = set()
-
-    def _forked(self) -> None:
-        super()._forked()
-        self._conn = None
-        self._shared.clear()
-
-    def close(self) -> None:
-        """Also end the lock session: every shared lock it still holds goes with it."""
-        super().close()
-        with self._conn_lock:
-            if self._conn is not None:
-                try:
-                    self._conn.close()
-                except Exception:  # already broken: nothing left to release
-                    pass
-            self._conn = None
-            self._shared.clear()
-
-    def _query(self, sql: str, model_id: int) -> bool:
-        with self._conn_lock:
-            try:
-                if self._conn is None:
-                    self._conn = dedicated_connection(self._engine)
-                    self._shared.clear()
-                with self._conn.cursor() as cursor:
-                    cursor.execute(sql, (ACTIVITY_NAMESPACE, model_id))
-                    row = cursor.fetchone()
-                return bool(row[0]) if row else True
-            except Exception:
-                # The session is gone, and with it every lock it held: start afresh.
-                self._conn = None
-                self._shared.clear()
-                raise
-
-    def _share(self, model_id: int) -> bool:
-        if model_id in self._shared:
-            return True
-        with self._conn_lock:
-            if model_id in self._shared:
-                return True
-        won = self._query("SELECT pg_try_advisory_lock_shared(%s, %s)", model_id)
-        if won:
-            with self._conn_lock:
-                self._shared.add(model_id)
-        return won
-
-    def _exclusive(self, model_id: int) -> bool:
-        self._drop_shared(model_id)
-        return self._query("SELECT pg_try_advisory_lock(%s, %s)", model_id)
-
-    def _unexclusive(self, model_id: int) -> None:
-        self._query("SELECT pg_advisory_unlock(%s, %s)", model_id)
-
-    def _drop_shared(self, model_id: int) -> None:
-        with self._conn_lock:
-            held = model_id in self._shared
-            self._shared.discard(model_id)
-        if held:
-            self._query("SELECT pg_advisory_unlock_shared(%s, %s)", model_id)
-
-    def _release_lingering(self) -> None:
-        """Give up shared locks of models with nothing in flight for LINGER seconds."""
-        now = time.monotonic()
-        with self._lock:
-            idle = [
-                m
-                for m in list(self._shared)
-                if not self._in_flight.get(m) and now - self._last_leave.get(m, 0) >= LINGER and m not in self._dirty
-            ]
-        for model_id in idle:
-            with self._lock:
-                if self._in_flight.get(model_id):
-                    continue
-                # released under the ledger lock so that a concurrent enter() re-acquires it
-                self._drop_shared_locked(model_id)
-
-    def _drop_shared_locked(self, model_id: int) -> None:
-        with self._conn_lock:
-            if model_id not in self._shared or self._conn is None:
-                return
-            self._shared.discard(model_id)
-            try:
-                with self._conn.cursor() as cursor:
-                    cursor.execute("SELECT pg_advisory_unlock_shared(%s, %s)", (ACTIVITY_NAMESPACE, model_id))
-            except Exception:
-                self._conn = None
-                self._shared.clear()
-                raise
 
 
 def _upsert_minute(dialect: str, model_id: int, minute: datetime, requests, errors, colds, total, longest):

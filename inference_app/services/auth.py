@@ -2,7 +2,9 @@
 
 Tokens are random (256 bits), so a SHA-256 of the token is a safe thing to store and to look
 up by. Verified tokens are remembered per process for CACHE_SECONDS, so a revocation takes
-effect within that time without a database read on every request.
+effect within that time without a database read on every request. Unknown tokens are
+remembered apart, in a smaller cache of their own: a flood of made-up tokens can only push
+out other made-up tokens, never a valid one.
 """
 
 from __future__ import annotations
@@ -12,13 +14,15 @@ import logging
 import secrets
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
+from datetime import timedelta
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, delete, select
 
 from ..errors import Forbidden, Unauthorized
 from ..extensions import db
-from ..models import ApiToken, ServedModel, utcnow
+from ..models import ApiToken, DashboardSession, ServedModel, utcnow
 from .validation import safe_name
 
 logger = logging.getLogger(__name__)
@@ -58,8 +62,42 @@ def visible(query: Select, caller: Principal | None) -> Select:
     return query if sees_everything(caller) else query.where(ServedModel.user_id == caller.user_id)
 
 
-_cache: dict[str, tuple[float, Principal | None]] = {}
+class _RecentCache:
+    """Digest -> (checked at, principal), at most `size` entries, the least recently checked dropped first."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._entries: OrderedDict[str, tuple[float, Principal | None]] = OrderedDict()
+
+    def get(self, digest: str, now: float) -> tuple[bool, Principal | None]:
+        hit = self._entries.get(digest)
+        if hit is None or now - hit[0] >= CACHE_SECONDS:
+            return False, None
+        self._entries.move_to_end(digest)
+        return True, hit[1]
+
+    def put(self, digest: str, now: float, principal: Principal | None) -> None:
+        self._entries[digest] = (now, principal)
+        self._entries.move_to_end(digest)
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+
+    def pop(self, digest: str) -> None:
+        self._entries.pop(digest, None)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def __contains__(self, digest: str) -> bool:
+        return digest in self._entries
+
+
+VALID_CACHE_SIZE = 10_000
+UNKNOWN_CACHE_SIZE = 2_000
+_valid = _RecentCache(VALID_CACHE_SIZE)
+_unknown = _RecentCache(UNKNOWN_CACHE_SIZE)
 _cache_lock = threading.Lock()
+clock = time.monotonic  # the cache's notion of now (tests hold it still)
 
 
 def hash_token(token: str) -> str:
@@ -117,22 +155,58 @@ def principal_for_token(token: str) -> Principal | None:
 
 def principal_for_hash(digest: str) -> Principal | None:
     """The principal of an active token by its hash (what a dashboard session keeps)."""
-    now = time.monotonic()
+    now = clock()
     with _cache_lock:
-        hit = _cache.get(digest)
-        if hit is not None and now - hit[0] < CACHE_SECONDS:
-            return hit[1]
+        for cache in (_valid, _unknown):
+            found, principal = cache.get(digest, now)
+            if found:
+                return principal
     row = db.session.scalar(select(ApiToken).where(ApiToken.token_hash == digest))
     principal = None
     if row is not None and row.revoked_at is None:
         principal = Principal(name=row.name, user_id=row.user_id, is_admin=row.is_admin, token_id=row.id)
     with _cache_lock:
-        if len(_cache) > 10_000:
-            _cache.clear()
-        _cache[digest] = (now, principal)
+        if principal is not None:
+            _unknown.pop(digest)
+            _valid.put(digest, now, principal)
+        else:
+            _valid.pop(digest)
+            _unknown.put(digest, now, None)
     return principal
 
 
 def forget_cached_tokens() -> None:
     with _cache_lock:
-        _cache.clear()
+        _valid.clear()
+        _unknown.clear()
+
+
+def open_session(token_hash: str, lifetime_seconds: int) -> str:
+    """A new dashboard session for a verified token; its id goes in the (signed) cookie."""
+    now = utcnow()
+    db.session.execute(delete(DashboardSession).where(DashboardSession.expires_at < now))  # sweep the ended
+    session_id = secrets.token_urlsafe(32)
+    db.session.add(
+        DashboardSession(
+            id_hash=hash_token(session_id),
+            token_hash=token_hash,
+            created_at=now,
+            expires_at=now + timedelta(seconds=lifetime_seconds),
+        )
+    )
+    db.session.commit()
+    return session_id
+
+
+def session_principal(session_id: str) -> Principal | None:
+    """The principal of a live dashboard session: not signed out, not expired, its token not revoked."""
+    row = db.session.get(DashboardSession, hash_token(session_id))
+    if row is None or row.expires_at <= utcnow():
+        return None
+    return principal_for_hash(row.token_hash)
+
+
+def end_session(session_id: str) -> None:
+    """Sign out on the server: the session's cookie, wherever a copy of it is, no longer works."""
+    db.session.execute(delete(DashboardSession).where(DashboardSession.id_hash == hash_token(session_id)))
+    db.session.commit()

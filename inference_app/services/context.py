@@ -11,11 +11,13 @@ from flask import Flask, current_app
 
 from ..config import Settings
 from ..extensions import db
+from ..http_pools import ProcessPool
 from ..runtime import Runtime, make_runtime
-from .activity import Activity, SharedActivity
+from .activity import Activity
 from .flights import Flights, StartQueue
 from .model_view import RunningModels
 from .rate_limit import RateLimiter
+from .shared_activity import SharedActivity
 
 EXTENSION = "inference"
 
@@ -31,16 +33,12 @@ class InferenceContext:
     starts: StartQueue = field(default_factory=StartQueue)
     rate_limiter: RateLimiter = field(default_factory=lambda: RateLimiter(0))
     running_models: RunningModels = field(default_factory=RunningModels)
-    _http: urllib3.PoolManager | None = None
-    _http_pid: int = 0
+    _http: ProcessPool = field(default_factory=lambda: ProcessPool(num_pools=256, maxsize=64))
 
     @property
     def http(self) -> urllib3.PoolManager:
-        """Pooled keep-alive connections to model containers, one pool per process."""
-        if self._http is None or self._http_pid != os.getpid():
-            self._http = urllib3.PoolManager(num_pools=256, maxsize=64, block=False, retries=False)
-            self._http_pid = os.getpid()
-        return self._http
+        """Pooled keep-alive connections to model instances, one pool per process."""
+        return self._http.get()
 
     @property
     def activity(self) -> Activity:

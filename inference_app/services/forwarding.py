@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import http.client
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import urllib3
 
-from ..errors import ContainerFailed, InferenceTimeout, ModelUnreachable
+from ..errors import ConnectionBroken, ContainerFailed, InferenceTimeout, ModelUnreachable, NoAnswer
 from ..runtime import Endpoint
 
 FORWARDED_REQUEST_HEADERS = ("Content-Type", "Accept", "Accept-Encoding", "Content-Encoding", "User-Agent")
@@ -59,7 +60,9 @@ def forward(
     except urllib3.exceptions.ProtocolError as exc:
         if _refused(exc):
             raise ModelUnreachable("the model container refused the connection") from exc
-        raise ContainerFailed(f"the model container broke the connection: {_reason(exc)}") from exc
+        if _closed_without_answer(exc):
+            raise NoAnswer("the model container closed the connection without answering") from exc
+        raise ConnectionBroken(f"the model container broke the connection: {_reason(exc)}") from exc
     except urllib3.exceptions.HTTPError as exc:
         raise ContainerFailed(f"talking to the model container failed: {_reason(exc)}") from exc
     passed = {name: response.headers[name] for name in RETURNED_RESPONSE_HEADERS if name in response.headers}
@@ -87,6 +90,11 @@ def _stream(response) -> Iterator[bytes]:
 def _refused(exc: Exception) -> bool:
     cause = exc.args[1] if len(exc.args) > 1 else None
     return isinstance(cause, ConnectionRefusedError)
+
+
+def _closed_without_answer(exc: Exception) -> bool:
+    cause = exc.args[1] if len(exc.args) > 1 else None
+    return isinstance(cause, http.client.RemoteDisconnected)
 
 
 def _reason(exc: Exception) -> str:

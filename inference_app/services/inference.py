@@ -9,19 +9,20 @@ import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-from ..errors import ModelUnreachable, QueueFull
+from ..errors import ConnectionBroken, ModelUnreachable, NoAnswer, QueueFull
 from ..extensions import db
 from ..metrics import INFERENCE_LATENCY, INFERENCE_REQUESTS
-from . import lifecycle, registry
+from . import balancing, lifecycle, rate_limit, registry
 from .auth import Principal, sees_everything
 from .context import context
 from .forwarding import forward
-from .model_view import ModelView
+from .model_view import ModelView, Route
 
 logger = logging.getLogger(__name__)
 
 SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 STOP_WAIT_POLL = 0.05
+NO_ANSWER_PAUSE = 0.05  # before trying a live instance again that closed without answering
 
 
 def request_id_from(incoming: str | None) -> str:
@@ -41,11 +42,12 @@ class InferenceResult:
     waited_s: float
     model_id: int
     version: str
+    route: Route | None = None  # the replica it went to
 
 
 def admit(model_id: int, version: str | None, caller: Principal) -> ModelView:
     """The way in for every inference (API and dashboard): the caller's rate limit, then resolve."""
-    context().rate_limiter.check(caller.name if caller.token_id is None else f"token:{caller.token_id}")
+    context().rate_limiter.check(rate_limit.key_of(caller))
     return resolve(model_id, version, caller)
 
 
@@ -79,9 +81,9 @@ def infer(
         _leave(model_id, began, getattr(exc, "status", 500), cold=False)
         raise
     if result.stream is None:
-        _leave(model_id, began, result.status, result.cold)
+        _leave(model_id, began, result.status, result.cold, route=result.route)
     else:
-        result.stream = _leave_after(result.stream, model_id, began, result.status, result.cold)
+        result.stream = _leave_after(result.stream, model_id, began, result.status, result.cold, result.route)
     return result
 
 
@@ -98,26 +100,32 @@ def _enter(model: ModelView) -> ModelView:
     return fresh_view(model.id) if waited else model  # it was stopped while we waited
 
 
-def _leave(model_id: int, began: float, status: int, cold: bool, activity=None) -> None:
+def _leave(model_id: int, began: float, status: int, cold: bool, activity=None, route: Route | None = None) -> None:
     """Count the request out: the activity ledger (last use, minute counters) and the metrics."""
     seconds = time.monotonic() - began
-    (activity or context().activity).leave(model_id, round(seconds * 1000), status >= 500, cold)
+    activity = activity or context().activity
+    if route is not None:
+        balancing.leave(route, activity)
+    activity.leave(model_id, round(seconds * 1000), status >= 500, cold)
     INFERENCE_REQUESTS.labels(str(model_id), str(status)).inc()
     INFERENCE_LATENCY.labels("true" if cold else "false").observe(seconds)
 
 
-def _leave_after(stream: Iterator[bytes], model_id: int, began: float, status: int, cold: bool) -> Iterator[bytes]:
+def _leave_after(
+    stream: Iterator[bytes], model_id: int, began: float, status: int, cold: bool, route: Route | None
+) -> Iterator[bytes]:
     activity = context().activity
     try:
         yield from stream
     finally:
-        _leave(model_id, began, status, cold, activity)
+        _leave(model_id, began, status, cold, activity, route)
 
 
 def _infer_entered(model: ModelView, body: bytes, headers, request_id: str, query: str) -> InferenceResult:
     ctx = context()
     cold = False
     waited = 0.0
+    avoid: set[str] = set()  # instances that refused or vanished under this request
     for attempt in (1, 2):
         readiness = lifecycle.ensure_ready(model)
         cold = cold or readiness.cold
@@ -125,10 +133,12 @@ def _infer_entered(model: ModelView, body: bytes, headers, request_id: str, quer
         predict_path, model_id, version = model.predict_path, model.id, model.version
         if db.session().in_transaction():
             db.session.commit()  # no transaction stays open while the model computes
+        routes = () if readiness.cold else model.routes
+        route = balancing.enter(routes, readiness.endpoint, ctx.activity, avoid)
         try:
             upstream = forward(
                 ctx.http,
-                readiness.endpoint,
+                route.endpoint,
                 predict_path,
                 body,
                 headers,
@@ -136,12 +146,37 @@ def _infer_entered(model: ModelView, body: bytes, headers, request_id: str, quer
                 ctx.settings.infer_timeout_seconds,
                 query,
             )
-        except ModelUnreachable:
-            if attempt == 2 or not lifecycle.report_unreachable(model_id, readiness.endpoint):
+        except (ModelUnreachable, ConnectionBroken) as exc:
+            balancing.leave(route, ctx.activity)
+            if attempt == 2:
                 raise
-            logger.info("model %s was gone; starting it again for request %s", model_id, request_id)
-            model = fresh_view(model_id)
+            # Something was sent over a broken connection: repeat it only on another replica, and
+            # only if this one is gone (never twice to a model that may have crashed on it).
+            broken = isinstance(exc, ConnectionBroken)
+            gone = lifecycle.report_unreachable(model_id, route.endpoint, settle=broken)
+            others = [r for r in routes if r.endpoint.instance_id != route.endpoint.instance_id]
+            if isinstance(exc, NoAnswer) and not gone:
+                # closed before any answer, the instance alive (a stale pooled connection, a proxy whose
+                # dial to an overloaded server failed): the model never answered it, so try once more
+                logger.info(
+                    "model %s: no answer from replica %s; request %s tries again", model_id, route.replica, request_id
+                )
+                time.sleep(NO_ANSWER_PAUSE)
+                continue
+            if (not gone and (broken or not others)) or (broken and not others):
+                raise
+            avoid.add(route.endpoint.instance_id)
+            if others:
+                logger.info(
+                    "model %s: replica %s failed; request %s goes to another", model_id, route.replica, request_id
+                )
+            else:
+                logger.info("model %s was gone; starting it again for request %s", model_id, request_id)
+                model = fresh_view(model_id)
             continue
+        except BaseException:
+            balancing.leave(route, ctx.activity)
+            raise
         return InferenceResult(
             status=upstream.status,
             headers=upstream.headers,
@@ -151,5 +186,6 @@ def _infer_entered(model: ModelView, body: bytes, headers, request_id: str, quer
             waited_s=waited,
             model_id=model_id,
             version=version,
+            route=route,
         )
     raise AssertionError("unreachable")

@@ -9,10 +9,21 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import selectinload
 
 from ..errors import ServiceError
 from ..extensions import db
-from ..models import ACTIVE, DeadLetter, InferenceMinute, IngestedEvent, ModelEvent, ServedModel, Status, utcnow
+from ..models import (
+    ACTIVE,
+    DeadLetter,
+    InferenceMinute,
+    IngestedEvent,
+    ModelEvent,
+    Replica,
+    ServedModel,
+    Status,
+    utcnow,
+)
 from ..runtime import Instance
 from .auth import Principal, visible
 from .context import context
@@ -174,14 +185,22 @@ def inference_history(model_id: int, minutes: int = HISTORY_MINUTES, now: dateti
 
 
 def capacity() -> Capacity:
-    """How many container slots are taken, by state, and the cap."""
-    counts = dict(
-        db.session.execute(
-            select(ServedModel.status, func.count())
+    """How many container slots are taken (one per replica), by the state of their model, and the cap."""
+    counts = {
+        status: models + replicas - with_replicas
+        for status, models, replicas, with_replicas in db.session.execute(
+            select(
+                ServedModel.status,
+                func.count(ServedModel.id.distinct()),
+                func.count(Replica.id),
+                func.count(Replica.model_id.distinct()),
+            )
+            .select_from(ServedModel)
+            .outerjoin(Replica, Replica.model_id == ServedModel.id)
             .where(ServedModel.status.in_([s.value for s in ACTIVE]))
             .group_by(ServedModel.status)
-        ).all()
-    )
+        )
+    }
     return Capacity(
         starting=counts.get(Status.STARTING.value, 0),
         running=counts.get(Status.RUNNING.value, 0),
@@ -197,6 +216,7 @@ def active_models(limit: int = 500, visible_to: Principal | None = None) -> list
         .where(ServedModel.status.in_([s.value for s in ACTIVE]))
         .order_by(ServedModel.status_changed_at.desc(), ServedModel.id.desc())
         .limit(limit)
+        .options(selectinload(ServedModel.replicas))
     )
     return list(db.session.scalars(visible(query, visible_to)))
 

@@ -3,7 +3,9 @@
 A warm inference then touches no database at all: the snapshot of a running model is kept
 for CACHE_SECONDS per process. Staleness is safe: a stop in this process forgets the entry,
 and a stop elsewhere shows up as a refused connection, which the inference path answers by
-re-reading the model and starting it again (services.inference).
+re-reading the model and starting it again (services.inference). The snapshot of a model
+that may have several replicas also lists its ready ones (services.balancing picks one);
+a replica drained meanwhile refuses new requests through the activity ledger.
 """
 
 from __future__ import annotations
@@ -12,9 +14,22 @@ import threading
 import time
 from dataclasses import dataclass
 
-from ..models import ServedModel, Status
+from sqlalchemy import select
+
+from ..extensions import db
+from ..models import Replica, ReplicaStatus, ServedModel, Status
+from ..runtime import Endpoint
 
 CACHE_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class Route:
+    """One ready replica a request may go to; replica_id None: the model's one endpoint, unaccounted."""
+
+    replica_id: int | None
+    replica: int
+    endpoint: Endpoint
 
 
 @dataclass(frozen=True)
@@ -28,6 +43,7 @@ class ModelView:
     host_port: int | None
     container_host: str | None
     container_id: str | None
+    routes: tuple[Route, ...] = ()  # the ready replicas, for a model that may have several
 
     @property
     def state(self) -> Status:
@@ -35,6 +51,9 @@ class ModelView:
 
     @classmethod
     def of(cls, model: ServedModel) -> ModelView:
+        routes = ()
+        if model.state is Status.RUNNING and (model.max_replicas or 1) > 1:
+            routes = ready_routes(model.id)
         return cls(
             id=model.id,
             user_id=model.user_id,
@@ -45,7 +64,18 @@ class ModelView:
             host_port=model.host_port,
             container_host=model.container_host,
             container_id=model.container_id,
+            routes=routes,
         )
+
+
+def ready_routes(model_id: int) -> tuple[Route, ...]:
+    """The ready replicas of a model, lowest number first."""
+    rows = db.session.execute(
+        select(Replica.id, Replica.replica, Replica.host, Replica.port, Replica.instance_id)
+        .where(Replica.model_id == model_id, Replica.status == ReplicaStatus.READY.value)
+        .order_by(Replica.replica)
+    )
+    return tuple(Route(r.id, r.replica, Endpoint(r.host, r.port, r.instance_id)) for r in rows if r.host and r.port)
 
 
 class RunningModels:

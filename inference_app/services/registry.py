@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, bindparam, func, literal, or_, select, update
-from sqlalchemy.orm import aliased
+from sqlalchemy.orm import aliased, selectinload
 
 from ..config import Settings
 from ..coordination import insert_for
@@ -105,6 +105,9 @@ def upsert_registrations(items: Sequence[Versioned]) -> list[int | None]:
             "memory_bytes",
             "cpus",
             "idle_timeout_seconds",
+            "min_replicas",
+            "max_replicas",
+            "target_concurrency",
             "metadata",
             "updated_at",
         )
@@ -143,6 +146,9 @@ def _row(item: Versioned, now: datetime) -> dict[str, Any]:
         "memory_bytes": reg.memory_bytes,
         "cpus": reg.cpus,
         "idle_timeout_seconds": reg.idle_timeout_seconds,
+        "min_replicas": reg.min_replicas,
+        "max_replicas": reg.max_replicas,
+        "target_concurrency": reg.target_concurrency,
         "metadata": reg.metadata,
         "created_at": now,
         "updated_at": now,
@@ -263,6 +269,9 @@ def list_models(
         query = query.where(ServedModel.deleted_at.is_(None))
     total = db.session.scalar(select(func.count()).select_from(query.order_by(None).subquery()))
     items = db.session.scalars(
-        query.order_by(ServedModel.id.desc()).limit(per_page).offset((page - 1) * per_page)
+        query.order_by(ServedModel.id.desc())
+        .limit(per_page)
+        .offset((page - 1) * per_page)
+        .options(selectinload(ServedModel.replicas))  # replica counts of the page in one more query
     ).all()
     return Page(items=list(items), total=total or 0, page=page, per_page=per_page)

@@ -3,9 +3,10 @@
     transitions  the state machine (TRANSITIONS), claims and leases: every write of a state
     starting     ensure_ready: one start per model across processes, waiting under the cap
     stopping     stop, finish, stop_if_idle
-    eviction     the least recently used idle model makes room under the cap
+    eviction     fair share makes room under the cap: an extra replica first, else a model's last one
+    scaling      replicas of a running model: grow, start_replica, drain_one, finish_drains, settle
     reconciling  vanished instances, adoption, abandoned claims (report_unreachable, reconcile_model)
-    decisions    the verdicts (idle, reconcile) as pure functions of facts
+    decisions    the verdicts (idle, reconcile, admission, scaling) as pure functions of facts
 
 Jobs and views gather facts and call one of the operations re-exported here.
 """
@@ -13,20 +14,28 @@ Jobs and views gather facts and call one of the operations re-exported here.
 from __future__ import annotations
 
 from .reconciling import Report, reconcile_model, report_unreachable
+from .scaling import Growth, ReplicaClaim, drain_one, finish_drains, grow, settle, start_replica
 from .starting import Readiness, ensure_ready, instance_spec, request_start, set_keep_warm
 from .stopping import stop, stop_if_idle
 from .transitions import endpoint_of
 
 __all__ = [
+    "Growth",
     "Readiness",
+    "ReplicaClaim",
     "Report",
+    "drain_one",
     "endpoint_of",
     "ensure_ready",
+    "finish_drains",
+    "grow",
     "instance_spec",
     "reconcile_model",
     "report_unreachable",
     "request_start",
     "set_keep_warm",
+    "settle",
+    "start_replica",
     "stop",
     "stop_if_idle",
 ]

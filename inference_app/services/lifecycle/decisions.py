@@ -7,7 +7,9 @@ activity ledger) and act on these verdicts; the verdicts themselves touch nothin
 from __future__ import annotations
 
 import enum
+import math
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -58,14 +60,20 @@ def reconcile_verdict(state: Status, busy: bool, moved_since_observed: bool, del
 
 @dataclass(frozen=True)
 class Slot:
-    """One model holding a slot under the cap (starting, running or stopping)."""
+    """One replica holding a slot under the cap (of a model starting, running or stopping).
+
+    A model's lowest-numbered replica is its last one; the others are `extra`: giving one up
+    scales the model down instead of stopping it.
+    """
 
     model_id: int
     owner: str
-    running: bool
-    pinned: bool  # kept warm
+    running: bool  # ready to give up: a ready replica of a running model
+    pinned: bool  # kept warm (a model's last replica), or within its min_replicas
     pinned_by_admin: bool
     last_used_at: datetime | None
+    replica: int = 0
+    extra: bool = False
 
 
 @dataclass(frozen=True)
@@ -91,9 +99,10 @@ def admit(owner: str, slots: list[Slot], cap: int, per_owner: int, beyond_owner_
     """Fair share across owners.
 
     An owner at their own limit can only make room among their own models. At the global cap
-    the owner holding the most slots gives one up first, least recently used first; models kept
-    warm are taken only from owners above their fair share (never an admin's pin), and only
-    when the one asking is below theirs. `beyond_owner_limit` is an admin pinning a model.
+    the owner holding the most slots gives one up first, least recently used first, and only an
+    owner holding more slots than the one asking gives one up at all; models kept warm are taken
+    only from owners above their fair share (never an admin's pin), and only when the one asking
+    is below theirs. `beyond_owner_limit` is an admin pinning a model.
     """
     mine = [s for s in slots if s.owner == owner]
     if not beyond_owner_limit and len(mine) >= per_owner:
@@ -102,19 +111,123 @@ def admit(owner: str, slots: list[Slot], cap: int, per_owner: int, beyond_owner_
         return Admission(True, "")
     held = Counter(s.owner for s in slots)
     share = fair_share(cap, len(set(held) | {owner}))
-    unpinned = [s for s in slots if s.running and not s.pinned]
+    # Only from oneself or from an owner holding more slots than the one asking: equal holders never
+    # take turns evicting each other, and nobody takes another owner's slot to rise above them.
+    unpinned = [s for s in slots if s.running and not s.pinned and (s.owner == owner or held[s.owner] > len(mine))]
     pinned = []
     if len(mine) < share:
         pinned = [s for s in slots if s.running and s.pinned and not s.pinned_by_admin and held[s.owner] > share]
-    biggest_first = sorted(unpinned, key=lambda s: (-held[s.owner], _age(s)))
-    biggest_first += sorted(pinned, key=lambda s: (-held[s.owner], _age(s)))
+    # Extra replicas go before anyone's last one.
+    biggest_first = sorted(unpinned, key=lambda s: (not s.extra, -held[s.owner], _age(s)))
+    biggest_first += sorted(pinned, key=lambda s: (not s.extra, -held[s.owner], _age(s)))
     return Admission(False, "capacity", tuple(biggest_first))
 
 
 def _age(slot: Slot) -> tuple:
-    """Least recently used first; never used before everything else."""
-    return (slot.last_used_at is not None, slot.last_used_at or datetime.min, slot.model_id)
+    """Least recently used first; never used before everything else; a model's highest replica first."""
+    return (slot.last_used_at is not None, slot.last_used_at or datetime.min, slot.model_id, -slot.replica)
 
 
 def _by_age(slots: list[Slot]) -> tuple[Slot, ...]:
-    return tuple(sorted(slots, key=_age))
+    return tuple(sorted(slots, key=lambda s: (not s.extra, _age(s))))
+
+
+# -- autoscaling -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ScalePolicy:
+    """A model's scaling settings as registered."""
+
+    min_replicas: int = 0
+    max_replicas: int = 1
+    target_concurrency: int = 4
+
+
+@dataclass(frozen=True)
+class Sample:
+    """Requests in flight for a model, summed over every web process, when the autoscaler looked."""
+
+    at: datetime
+    in_flight: float
+
+
+@dataclass(frozen=True)
+class Replicas:
+    ready: int
+    starting: int = 0
+    draining: int = 0
+
+    @property
+    def kept(self) -> int:
+        return self.ready + self.starting
+
+
+@dataclass(frozen=True)
+class ScaleVerdict:
+    """Replicas the model should keep (ready or starting), and the step to take towards it now."""
+
+    desired: int
+    add: int = 0  # replicas to add (draining ones are revived first)
+    remove: int = 0  # replicas to drain: 0 or 1
+    reason: str = ""
+
+    @property
+    def changes(self) -> bool:
+        return bool(self.add or self.remove)
+
+
+def scale_verdict(
+    samples: Sequence[Sample],
+    now: datetime,
+    replicas: Replicas,
+    policy: ScalePolicy,
+    up_window: timedelta,
+    down_delay: timedelta,
+    last_up_at: datetime | None = None,
+) -> ScaleVerdict:
+    """The autoscaling verdict for one running model.
+
+    Up: requests in flight per ready replica stayed above the target through `up_window`; enough
+    replicas are added at once for the lowest load of the window (up to max_replicas). Down: the
+    load stayed low enough for one replica fewer through `down_delay` (and no replica was added in
+    that time); one replica at a time, never the last ready one, down to max(min_replicas, 1):
+    from one to none is the idle stop. Within [min_replicas, max_replicas] regardless of load.
+    """
+    floor = max(1, policy.min_replicas)
+    ceiling = max(floor, policy.max_replicas)
+    kept = replicas.kept
+    target = policy.target_concurrency
+    if replicas.ready == 0:
+        return ScaleVerdict(kept, reason="no replica ready yet")
+    if kept < floor:
+        return ScaleVerdict(floor, add=floor - kept, reason=f"min_replicas is {policy.min_replicas}")
+    if kept > ceiling:
+        step = int(replicas.ready > 1 and replicas.draining == 0)
+        return ScaleVerdict(kept - step, remove=step, reason=f"max_replicas is {policy.max_replicas}")
+    window = _through(samples, now, up_window)
+    if window is not None and min(window) > target * replicas.ready:
+        wanted = min(ceiling, max(replicas.ready + 1, math.ceil(min(window) / target)))
+        if wanted > kept:
+            return ScaleVerdict(
+                wanted,
+                add=wanted - kept,
+                reason=f"{min(window):g} in flight on {replicas.ready} ready (target {target})",
+            )
+        return ScaleVerdict(kept, reason="at max_replicas" if kept >= ceiling else "")
+    if kept <= floor or replicas.starting or replicas.draining or replicas.ready < 2:
+        return ScaleVerdict(kept)
+    if last_up_at is not None and now - last_up_at < down_delay:
+        return ScaleVerdict(kept)
+    low = _through(samples, now, down_delay)
+    if low is not None and max(low) <= target * (kept - 1):
+        return ScaleVerdict(
+            kept - 1, remove=1, reason=f"at most {max(low):g} in flight for {down_delay.total_seconds():g} s"
+        )
+    return ScaleVerdict(kept)
+
+
+def _through(samples: Sequence[Sample], now: datetime, span: timedelta) -> list[float] | None:
+    """The loads seen through the last `span`, or None if the samples do not reach that far back."""
+    if not samples or samples[0].at > now - span:
+        return None
+    recent = [s.in_flight for s in samples if s.at >= now - span]
+    return recent or [samples[-1].in_flight]

@@ -20,6 +20,7 @@ from ...errors import (
     Conflict,
     ContainerFailed,
     EngineUnavailable,
+    Forbidden,
     NoCapacity,
     OwnerLimitReached,
     ServiceError,
@@ -32,6 +33,7 @@ from ...runtime import Endpoint, InstanceSpec
 from ...runtime.readiness import backoff_delays
 from ...units import parse_memory
 from ..context import context
+from ..validation import image_allowed, nano_cpus
 from . import eviction, transitions
 from .decisions import admit, owner_limit
 
@@ -56,7 +58,7 @@ class _Wait:
 
 @dataclass(frozen=True)
 class _Claimed:
-    victim_id: int | None
+    victim: eviction.Victim | None
 
 
 def ensure_ready(model, claimed: threading.Event | None = None, beyond_owner_limit: bool = False) -> Readiness:
@@ -131,8 +133,8 @@ def _bring_up(model_id: int, began: float, claimed: threading.Event | None, beyo
         if claimed is not None:
             claimed.set()
         if isinstance(decision, _Claimed):
-            if decision.victim_id is not None:
-                eviction.finish(decision.victim_id)
+            if decision.victim is not None:
+                eviction.finish(decision.victim)
             return _start_claimed(model_id)
         # Someone else is starting or stopping it, or there is no room yet: wait and look again.
         now = time.monotonic()
@@ -158,14 +160,14 @@ def _claim_start(model_id: int, beyond_owner_limit: bool) -> Endpoint | _Wait | 
         cap = settings.max_running_containers
         per_owner = owner_limit(cap, settings.max_running_per_owner)
         admission = admit(model.user_id, eviction.slots(excluding=model_id), cap, per_owner, beyond_owner_limit)
-        victim_id = None
+        victim = None
         if not admission.free:
-            victim_id = eviction.claim_victim(admission, model_id, now)
-            if victim_id is None:
+            victim = eviction.claim_victim(admission, model_id, now)
+            if victim is None:
                 return _Wait(admission.reason)
         transitions.claim(model, Status.STARTING, ctx.owner, settings.start_timeout_seconds, now)
         logger.info("starting model %s (%s)", model.id, model.image)
-        return _Claimed(victim_id)
+        return _Claimed(victim)
 
 
 def instance_spec(model: ServedModel, replica: int = 0) -> InstanceSpec:
@@ -173,7 +175,7 @@ def instance_spec(model: ServedModel, replica: int = 0) -> InstanceSpec:
     settings = context().settings
     max_memory = parse_memory("MAX_MEMORY", settings.max_memory)
     memory = min(model.memory_bytes or parse_memory("DEFAULT_MEMORY", settings.default_memory), max_memory)
-    cpus = min(model.cpus or settings.default_cpus, settings.max_cpus)
+    cpus = max(min(model.cpus or settings.default_cpus, settings.max_cpus), settings.min_cpus)
     return InstanceSpec(
         model_id=model.id,
         user_id=model.user_id,
@@ -183,7 +185,7 @@ def instance_spec(model: ServedModel, replica: int = 0) -> InstanceSpec:
         replica=replica,
         env=dict(model.env or {}),
         memory_bytes=memory,
-        nano_cpus=int(cpus * 1e9),
+        nano_cpus=nano_cpus(cpus),
         pids_limit=settings.pids_limit,
         read_only=settings.read_only_rootfs,
     )
@@ -198,6 +200,7 @@ def _start_claimed(model_id: int) -> Endpoint:
     db.session.commit()  # end the read transaction: no database locks held while the runtime works
     began = time.monotonic()
     try:
+        check_allowed(spec.image)
         instance = runtime.start(spec)
         endpoint = runtime.wait_ready(instance, health_path, began + ctx.settings.start_timeout_seconds)
     except EngineUnavailable as exc:
@@ -225,6 +228,13 @@ def _start_claimed(model_id: int) -> Endpoint:
         raise Conflict("the model was stopped while it was starting")
     logger.info("model %s running on %s:%s after %.0f ms", model_id, endpoint.host, endpoint.port, duration * 1000)
     return endpoint
+
+
+def check_allowed(image: str) -> None:
+    """IMAGE_ALLOWLIST again at every start: a narrowed list also holds for models registered before."""
+    allowlist = context().settings.allowed_image_prefixes
+    if not image_allowed(image, allowlist):
+        raise Forbidden(f"image {image} is not in IMAGE_ALLOWLIST ({', '.join(allowlist)})")
 
 
 def _abandon(model_id: int, target: Status, message: str) -> None:

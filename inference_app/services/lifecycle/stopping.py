@@ -68,7 +68,7 @@ def stop_if_idle(model_id: int, default_timeout: int, now: datetime) -> bool:
                 model.effective_idle_timeout(default_timeout),
                 0,
                 model.state,
-                model.keep_warm,
+                model.keep_warm or model.min_replicas > 0,
             )
             if idle:
                 transitions.claim(model, Status.STOPPING, ctx.owner, ctx.settings.stop_timeout_seconds, now)

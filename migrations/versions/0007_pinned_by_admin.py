@@ -1,7 +1,7 @@
 """models.pinned_by_admin: a model kept warm by an administrator, beyond the per-owner limit
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0007
+Revises: 0006
 
 Fair share across owners takes kept-warm slots back from owners above their share, but
 never a pin an administrator set on purpose.
@@ -9,8 +9,8 @@ never a pin an administrator set on purpose.
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0006"
-down_revision = "0005"
+revision = "0007"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 

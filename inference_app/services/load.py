@@ -1,0 +1,91 @@
+"""Load as the autoscaler sees it: requests in flight per model, averaged over time, from every process.
+
+Each process's activity ledger meters its in-flight requests (LoadMeter: in-flight x seconds,
+accrued on every change) and its flusher reports the average over the last interval to the
+model_load table, one row per process and model. The autoscaler sums the fresh rows.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.engine import Connection
+
+from ..coordination import insert_for
+from ..extensions import db
+from ..models import ModelLoad
+
+FRESH = timedelta(seconds=2.0)  # a row older than this is a process that stopped reporting: not counted
+FORGET = timedelta(minutes=5)  # rows this old are deleted
+
+
+class LoadMeter:
+    """In-flight x seconds per model since the last report; the caller holds the ledger's lock."""
+
+    def __init__(self, clock_start: float) -> None:
+        self._area: dict[int, float] = {}
+        self._changed_at: dict[int, float] = {}
+        self._since = clock_start
+        self._reported: set[int] = set()  # models last reported with some load
+
+    def accrue(self, model_id: int, in_flight: int, now: float) -> None:
+        """Call before the count of `model_id` changes (in_flight: the count until now)."""
+        then = self._changed_at.get(model_id, self._since)
+        if in_flight:
+            self._area[model_id] = self._area.get(model_id, 0.0) + in_flight * max(0.0, now - max(then, self._since))
+        self._changed_at[model_id] = now
+
+    def averages(self, in_flight: dict[int, int], now: float) -> dict[int, float]:
+        """The average in flight per model since the last call, for the models worth a row."""
+        for model_id, count in in_flight.items():
+            self.accrue(model_id, count, now)
+        span = max(now - self._since, 1e-6)
+        averages = {m: area / span for m, area in self._area.items()}
+        report = {m: a for m, a in averages.items() if a > 0}
+        report.update({m: 0.0 for m in self._reported if m not in report})  # a drop to nothing is news too
+        self._reported = {m for m, a in report.items() if a > 0}
+        self._area.clear()
+        self._changed_at = {m: now for m in in_flight}
+        self._since = now
+        return report
+
+
+def process_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def report(conn: Connection, averages: dict[int, float], now: datetime, process: str | None = None) -> None:
+    """Upsert this process's rows (one statement, executemany)."""
+    if not averages:
+        return
+    table = ModelLoad.__table__
+    statement = insert_for(table, conn.dialect.name)
+    statement = statement.on_conflict_do_update(
+        index_elements=[table.c.model_id, table.c.process],
+        set_={"in_flight": statement.excluded.in_flight, "reported_at": statement.excluded.reported_at},
+    )
+    name = process or process_name()
+    conn.execute(
+        statement,
+        [{"model_id": m, "process": name, "in_flight": a, "reported_at": now} for m, a in sorted(averages.items())],
+    )
+
+
+def in_flight(now: datetime, model_ids: list[int] | None = None) -> dict[int, float]:
+    """Requests in flight per model across every process that reported lately."""
+    query = (
+        select(ModelLoad.model_id, func.sum(ModelLoad.in_flight))
+        .where(ModelLoad.reported_at >= now - FRESH)
+        .group_by(ModelLoad.model_id)
+    )
+    if model_ids is not None:
+        query = query.where(ModelLoad.model_id.in_(model_ids))
+    return {model_id: float(total or 0) for model_id, total in db.session.execute(query)}
+
+
+def forget_old(now: datetime) -> None:
+    """Drop the rows of processes long gone."""
+    db.session.execute(delete(ModelLoad).where(ModelLoad.reported_at < now - FORGET))

@@ -1,0 +1,120 @@
+"""Model containers stay in their box: isolation, log rotation, user, bounded health reads, start pool."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+
+import pytest
+import urllib3
+from conftest import NEVER_HEALTHY, managed_containers
+
+from inference_app.runtime import Endpoint
+from inference_app.runtime.readiness import HEALTH_BODY_LIMIT, health_answer
+
+HEALTH_PROBE = "printf 'GET /health HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {host} 8080"
+
+
+def start(client, model) -> None:
+    assert client.post(f"/api/models/{model['id']}/start").status_code == 200
+
+
+def container_ip(container) -> str:
+    container.reload()
+    [network] = container.attrs["NetworkSettings"]["Networks"].values()
+    return network["IPAddress"]
+
+
+def test_models_cannot_reach_one_another_but_the_service_reaches_each(client, register, docker_client):
+    first, second = register(model_name="first"), register(model_name="second")
+    start(client, first)
+    start(client, second)
+    [a] = managed_containers(docker_client, first["id"])
+    [b] = managed_containers(docker_client, second["id"])
+    probe = a.exec_run(["sh", "-c", HEALTH_PROBE.format(host=container_ip(b))])
+    assert b"200 OK" not in probe.output  # refused or timed out: no path from one model to another
+    for model in (first, second):
+        answer = client.post(f"/api/models/{model['id']}/infer", json={"x": 1})
+        assert answer.status_code == 200 and answer.get_json()["echo"] == {"x": 1}
+    own = a.exec_run(["sh", "-c", HEALTH_PROBE.format(host="127.0.0.1")])
+    assert b"200 OK" in own.output  # the probe itself works: only the path between models is closed
+
+
+@pytest.mark.settings(model_log_max_size="2m", model_log_max_files=4)
+def test_model_logs_rotate(client, register, docker_client):
+    model = register()
+    start(client, model)
+    [container] = managed_containers(docker_client, model["id"])
+    assert container.attrs["HostConfig"]["LogConfig"] == {
+        "Type": "json-file",
+        "Config": {"max-size": "2m", "max-file": "4"},
+    }
+
+
+@pytest.mark.settings(model_user="65534:65534")
+def test_model_user_runs_containers_as_non_root(client, register, docker_client):
+    model = register()
+    answer = client.post(f"/api/models/{model['id']}/infer", json={"x": 2})
+    assert answer.status_code == 200
+    [container] = managed_containers(docker_client, model["id"])
+    assert container.attrs["Config"]["User"] == "65534:65534"
+    assert container.exec_run(["id", "-u"]).output.decode().strip() == "65534"
+
+
+class _EndlessHealth(http.server.BaseHTTPRequestHandler):
+    sent = 0
+
+    def do_GET(self):  # noqa: N802 (the standard library's name)
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.end_headers()
+        chunk = b"x" * 65536
+        try:
+            while _EndlessHealth.sent < 512 * 1024 * 1024:  # far more than anyone should read
+                self.wfile.write(chunk)
+                _EndlessHealth.sent += len(chunk)
+        except OSError:
+            pass  # the reader hung up, as it should
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_health_answer_is_read_only_up_to_a_bound():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _EndlessHealth)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    outcome = []
+    reader = threading.Thread(
+        target=lambda: outcome.append(
+            health_answer(urllib3.PoolManager(), Endpoint("127.0.0.1", server.server_port, "x"), "/health")
+        ),
+        daemon=True,
+    )
+    reader.start()
+    reader.join(timeout=30)
+    server.shutdown()
+    assert outcome == [None]  # a 2xx: healthy, and the endless body was not read to its end
+    assert _EndlessHealth.sent < 64 * HEALTH_BODY_LIMIT
+
+
+@pytest.mark.settings(start_timeout_seconds=3.0)
+def test_wait_false_starts_use_a_small_pool_not_a_thread_per_call(client, register):
+    model = register(image=NEVER_HEALTHY)
+    answers = [client.post(f"/api/models/{model['id']}/start?wait=false").status_code for _ in range(30)]
+    assert answers == [202] * 30
+    starters = [t for t in threading.enumerate() if t.name.startswith(("model-start", "start-model"))]
+    assert 1 <= len(starters) <= 4
+
+
+@pytest.mark.settings(image_allowlist="inference-test/")
+def test_the_allowlist_is_checked_again_at_every_start(app, client, register, docker_client):
+    from dataclasses import replace
+
+    model = register()
+    ctx = app.extensions["inference"]
+    ctx.settings = replace(ctx.settings, image_allowlist="inference-examples/")  # the operator narrowed it
+    refused = client.post(f"/api/models/{model['id']}/start")
+    assert refused.status_code == 403
+    assert "inference-test/echo:1 is not in IMAGE_ALLOWLIST" in refused.get_json()["error"]["message"]
+    assert client.get(f"/api/models/{model['id']}").get_json()["status"] == "failed"
+    assert managed_containers(docker_client, model["id"]) == []

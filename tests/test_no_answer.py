@@ -1,0 +1,65 @@
+"""A connection closed before any answer is tried once more; one that answered is never repeated."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import socket
+import threading
+
+import pytest
+import urllib3
+from conftest import managed_containers
+
+from inference_app.errors import NoAnswer
+from inference_app.runtime import Endpoint
+from inference_app.services.forwarding import forward
+
+
+def _closing_server() -> tuple[socket.socket, threading.Thread]:
+    """A real server that reads a request and closes the connection without a byte of answer."""
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def serve():
+        conn, _ = server.accept()
+        conn.recv(65536)
+        conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return server, thread
+
+
+def test_a_close_without_answer_is_named_no_answer():
+    server, thread = _closing_server()
+    endpoint = Endpoint("127.0.0.1", server.getsockname()[1], "x")
+    with pytest.raises(NoAnswer):
+        forward(urllib3.PoolManager(retries=False), endpoint, "/predict", b"{}", {}, "rid", 5.0)
+    thread.join(timeout=5)
+    server.close()
+
+
+class _DropFirst(urllib3.PoolManager):
+    """Fault injection: the first request's connection closes without an answer, as a stale one does."""
+
+    dropped = 0
+
+    def request(self, method, url, *args, **kwargs):
+        if _DropFirst.dropped == 0 and url.endswith("/predict"):
+            _DropFirst.dropped += 1
+            raise urllib3.exceptions.ProtocolError(
+                "Connection aborted.", http.client.RemoteDisconnected("Remote end closed connection without response")
+            )
+        return super().request(method, url, *args, **kwargs)
+
+
+def test_a_live_model_that_closed_without_answering_is_asked_once_more(app, client, register, docker_client):
+    model = register()
+    assert client.post(f"/api/models/{model['id']}/start").status_code == 200
+    pool = app.extensions["inference"]._http
+    pool._pool, pool._pid = _DropFirst(num_pools=4, maxsize=4, retries=False), os.getpid()
+    answer = client.post(f"/api/models/{model['id']}/infer", json={"once": True})
+    assert answer.status_code == 200 and answer.get_json()["echo"] == {"once": True}
+    assert _DropFirst.dropped == 1
+    [container] = managed_containers(docker_client, model["id"])
+    assert container.logs().decode().count("POST /predict") == 1  # the model saw it once
