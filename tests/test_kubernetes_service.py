@@ -174,3 +174,30 @@ def test_a_pod_lost_under_a_request_is_retried_once(client, register):
     assert "vanished" in events(client, model["id"])
     [now] = pods(model["id"])
     assert now.metadata.name != pod.metadata.name
+
+
+@on_cluster(scale_up_window_seconds=0.5, scale_down_delay_seconds=1.0, queue_timeout_seconds=20.0)
+def test_replicas_are_pods_of_the_models_deployment_added_and_removed_exactly(app, client, register, live_server):
+    from test_replicas import Load, Scaler, replicas
+
+    model = register(image=SLOW, max_replicas=2, target_concurrency=1)
+    assert client.post(f"/api/models/{model['id']}/start").status_code == 200
+    [first] = pods(model["id"])
+    scaler = Scaler(app)
+    try:
+        with Load(f"{live_server}/api/models/{model['id']}/infer?seconds=0.5", clients=3) as load:
+            scaler.until(lambda: replicas(app, model["id"])["ready"] == 2, what="two ready replicas")
+            both = pods(model["id"])
+            served = len(load.statuses)
+            eventually(lambda: len(load.statuses) >= served + 6, 30, "requests served by both replicas")
+        assert load.failures == []
+        assert sorted(p.metadata.labels[objects.REPLICA] for p in both) == ["0", "1"]
+        scale = k8s.AppsV1Api(admin()).read_namespaced_deployment_scale(
+            f"itest-{INSTANCE}-model-{model['id']}", NAMESPACE
+        )
+        assert scale.spec.replicas == 2
+        scaler.until(lambda: replicas(app, model["id"])["ready"] == 1 and len(pods(model["id"])) == 1, what="one left")
+    finally:
+        scaler.close()
+    [left] = pods(model["id"])
+    assert left.metadata.name == first.metadata.name  # the drained replica 1 went, replica 0 stayed
