@@ -22,7 +22,7 @@ test: $(STAMP)
 # The tests that need no Docker, PostgreSQL, Kafka or browser (not marked `services`, see
 # tests/conftest.py). The services' addresses are taken away, so a test that reaches for one fails here.
 test-fast: $(STAMP)
-	@env -u TEST_DATABASE_URL -u DATABASE_URL -u TEST_KAFKA_BOOTSTRAP_SERVERS -u KAFKA_BOOTSTRAP_SERVERS \
+	@env -u TEST_DATABASE_URL -u DATABASE_URL -u TEST_KAFKA_BOOTSTRAP_SERVERS -u KAFKA_BOOTSTRAP_SERVERS -u TEST_KUBECONFIG \
 		DOCKER_HOST=unix:///nonexistent/docker.sock \
 		$(BIN)/python -m pytest tests -m "not services" -p no:cacheprovider -q --timeout=60 -W ignore::DeprecationWarning
 

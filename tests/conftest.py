@@ -53,7 +53,7 @@ BASE_SETTINGS: dict[str, Any] = {
 
 
 # Fixtures that reach a real part; every fixture that needs one requests one of these.
-SERVICE_FIXTURES = frozenset({"database_url", "docker_client", "browser"})
+SERVICE_FIXTURES = frozenset({"database_url", "docker_client", "browser", "kube_cluster"})
 
 
 def pytest_configure(config):
@@ -73,6 +73,14 @@ def service_env(**overrides) -> dict[str, str]:
     """The environment of a service process a test starts: the choices of BASE_SETTINGS, as variables."""
     defaults = {"default_memory": "64m", "start_timeout_seconds": 20, "auth_disabled": "true"}
     return process_env(PG_URL, INSTANCE, BASE_SETTINGS["container_prefix"], **{**defaults, **overrides})
+
+
+@pytest.fixture(scope="session")
+def kube_cluster() -> str:
+    """The test cluster's kubeconfig (`make test` starts the cluster and sets TEST_KUBECONFIG)."""
+    from kubernetes_support import require_cluster
+
+    return require_cluster()
 
 
 @pytest.fixture(scope="session")

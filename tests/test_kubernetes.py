@@ -44,6 +44,9 @@ def make(instance: str = f"{INSTANCE}k", **overrides) -> KubernetesRuntime:
     return made
 
 
+pytestmark = pytest.mark.usefixtures("kube_cluster")
+
+
 @pytest.fixture
 def runtime():
     made = make()

@@ -128,7 +128,7 @@ def test_the_manifests_serve_a_model_registered_through_kafka(app, service_image
         core.delete_namespace(namespace)
 
 
-def test_the_role_allows_every_runtime_operation(tmp_path):
+def test_the_role_allows_every_runtime_operation(kube_cluster, tmp_path):
     """The runtime as the manifests' ServiceAccount: start, wait, logs, remove, and the failures it names."""
     import json
     import time

@@ -44,12 +44,13 @@ def readyz():
         db.session.rollback()
         ready = False
         checks["database"] = {"ok": False, "reason": f"database unreachable: {exc.__class__.__name__}"}
+    runtime = context().runtime
     try:
-        context().runtime.ping()
-        checks["docker"] = {"ok": True}
+        runtime.ping()
+        checks[runtime.name] = {"ok": True}
     except ServiceError as exc:
         ready = False
-        checks["docker"] = {"ok": False, "reason": exc.message}
+        checks[runtime.name] = {"ok": False, "reason": exc.message}
     checks["background"] = _background_state()
     response = jsonify(status="ready" if ready else "not_ready", checks=checks)
     response.status_code = 200 if ready else 503

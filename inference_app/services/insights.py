@@ -34,16 +34,17 @@ HISTORY_MINUTES = 60
 
 @dataclass(frozen=True)
 class ContainerDetails:
-    """What Docker says about a model's container."""
+    """What the runtime says about a model's instance (a container, a pod)."""
 
     container_id: str
     name: str
-    state: str  # Docker's: created, running, exited, ...
+    state: str  # the runtime's phase: created, running, exited, ...
     image: str
     exit_code: int | None
     memory_bytes: int | None
     cpus: float | None
     pids_limit: int | None
+    node: str | None = None  # where it runs, on a runtime with several hosts
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,7 @@ def container_report(model: ServedModel, log_lines: int = LOG_LINES) -> Containe
             memory_bytes=info.limits.memory_bytes,
             cpus=info.limits.cpus,
             pids_limit=info.limits.pids_limit,
+            node=info.node,
         )
         return ContainerReport(details, runtime.logs(info.instance_id, log_lines))
     except ServiceError as exc:

@@ -183,6 +183,7 @@ def instance_spec(model: ServedModel, replica: int = 0) -> InstanceSpec:
         image=model.image,
         port=model.port,
         replica=replica,
+        health_path=model.health_path,
         env=dict(model.env or {}),
         memory_bytes=memory,
         nano_cpus=nano_cpus(cpus),
