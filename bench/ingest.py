@@ -31,7 +31,7 @@ EVENTS = 50_000
 RUNS = 3
 PARTITIONS = 3
 BATCH = 2000  # the service's KAFKA_BATCH_SIZE default
-TARGET_RATE = 5000
+TARGET_RATE = 10_000
 POLL = 0.1  # seconds between counts: fine against runs of 10-20 s, light on PostgreSQL
 
 

@@ -1,142 +1,312 @@
-"""Warm path: the same fast model container called directly and through the service.
+"""Warm path: one fast model container called four ways, at concurrency 1, 8 and 32.
 
-wrk runs alternate between the two (direct first on even repetitions, the service first on
-odd ones) so that a burst of load from elsewhere on the machine hits both alike.
+The ways: directly; through nginx (keep-alive upstream: the practical limit of any proxy);
+through a minimal Flask + urllib3 proxy under the service's gunicorn settings (the floor of our
+stack); through the service (auth on with a user's token, request log at INFO, metrics on).
+
+A repetition runs every way once, in an order that rotates from one repetition to the next,
+so that a burst of load from elsewhere on the machine hits all of them alike. Fractions and
+added latencies are taken within a repetition (paired) and the median over repetitions is
+quoted. The whole measurement runs `passes` times in a row, to show whether it reproduces.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from . import containers
+from .anchors import MinimalProxy, Nginx
 from .config import FAST_ECHO, BenchError
 from .processes import Web, cpu_seconds
 from .report import Row, ms
 from .session import Session
-from .stats import median, ms_spread
+from .stats import median
 from .wrk import WrkResult, run_wrk
 
 logger = logging.getLogger(__name__)
 
 CONCURRENCIES = (1, 8, 32)
-SECONDS = 3
-TARGET_C = 8  # the latency targets are set at this concurrency
-TARGET_P50_S = 0.001
-TARGET_P99_S = 0.005
+WAYS = ("direct", "nginx", "minimal", "service")
+TITLES = {
+    "direct": "direct",
+    "nginx": "nginx",
+    "minimal": "minimal Flask proxy",
+    "service": "the service",
+}
 THROUGHPUT_C = 32
-TARGET_FRACTION = 0.5
-
-
-def start_fast_model(s: Session, web: Web) -> tuple[int, str, str]:
-    """Register and start the fast echo model (kept warm); its direct and service URLs."""
-    model_id = s.register(web, model_name="fast-echo", image=FAST_ECHO)
-    s.call(web, "POST", f"/api/models/{model_id}/start", {"keep_warm": True})
-    port = containers.published_port(s.dc, containers.model_container(model_id))
-    return (
-        model_id,
-        f"http://127.0.0.1:{port}/predict",
-        f"{web.base}/api/models/{model_id}/infer",
-    )
+TARGET_OF_MINIMAL = 0.85  # the service's throughput at c=32, as a fraction of the minimal proxy's
+LATENCY_C = 1
+TARGET_P50_OVER_MINIMAL_S = 0.0002  # the service's added p50 at c=1 over the minimal proxy's
+TARGET_CPU_RATIO = 1.25  # the service's web-worker CPU per inference over the minimal proxy's
+REPRODUCIBLE = 0.15  # a fraction's second pass within ±15% of its first
 
 
 @dataclass(frozen=True)
-class Pair:
-    """One repetition: the direct run, the service run, web-worker CPU per service request."""
+class Way:
+    """One way to call the model: its URL, the Authorization it needs, the web workers it costs."""
 
-    direct: WrkResult
-    service: WrkResult
-    cpu_s: float
+    name: str
+    url: str
+    authorization: str = ""
+    workers: tuple[int, ...] = ()
 
 
-def measure(
-    s: Session,
-    direct: str,
-    service: str,
-    workers: list[int],
-    concurrencies=CONCURRENCIES,
-) -> dict[int, list[Pair]]:
-    """{concurrency: [one Pair per repetition]}; `workers` are the web workers' pids."""
-    run_wrk(direct, 8, 1)  # warm-up: connection pools, advisory locks, code paths
-    run_wrk(service, 32, 2)
-    results: dict[int, list[Pair]] = {}
+@dataclass(frozen=True)
+class Sample:
+    result: WrkResult
+    cpu_s: float | None  # web-worker CPU per request; None where there are no web workers
+
+
+Rep = dict[str, Sample]  # way name -> its sample in one repetition
+Pass = dict[int, list[Rep]]  # concurrency -> repetitions
+
+
+class Stand:
+    """The fast model kept warm by the service, with nginx and the minimal proxy in front of it."""
+
+    def __init__(self, s: Session, web: Web):
+        model_id = s.register(web, model_name="fast-echo", image=FAST_ECHO)
+        s.call(web, "POST", f"/api/models/{model_id}/start", {"keep_warm": True})
+        upstream = f"127.0.0.1:{containers.published_port(s.dc, containers.model_container(model_id))}"
+        self.nginx = Nginx(s.cfg.artifacts / "nginx", web.workers, upstream)
+        try:
+            self.minimal = MinimalProxy(s.env(), s.log("minimal-proxy"), web.workers, f"http://{upstream}")
+        except BenchError:
+            self.nginx.stop()
+            raise
+        self.ways = [
+            Way("direct", f"http://{upstream}/predict"),
+            Way("nginx", f"{self.nginx.base}/predict"),
+            Way("minimal", f"{self.minimal.base}/predict", workers=tuple(self.minimal.worker_pids())),
+            Way(
+                "service",
+                f"{web.base}/api/models/{model_id}/infer",
+                s.user_authorization,
+                tuple(web.worker_pids()),
+            ),
+        ]
+
+    def stop(self) -> None:
+        self.minimal.stop()
+        self.nginx.stop()
+
+
+def measure(ways: Sequence[Way], reps: int, seconds: int, concurrencies=CONCURRENCIES, cpus: str = "") -> Pass:
+    """One pass: {concurrency: [one Rep per repetition]}; cpus pins wrk (taskset list)."""
+    for way in ways:  # warm-up: connection pools, token cache, code paths
+        _sample(way, 32, 1, cpus)
+    results: Pass = {}
     for c in concurrencies:
         results[c] = []
-        for rep in range(s.cfg.reps):
-            order = (direct, service) if rep % 2 == 0 else (service, direct)
-            got, cpu = {}, 0.0
-            for url in order:
-                before = cpu_seconds(workers)
-                got[url] = _checked(run_wrk(url, c, SECONDS), url, c)
-                if url == service:
-                    cpu = (cpu_seconds(workers) - before) / got[url].requests
-            pair = Pair(got[direct], got[service], cpu)
-            results[c].append(pair)
+        for rep in range(reps):
+            turn = rep % len(ways)
+            got = {way.name: _sample(way, c, seconds, cpus) for way in [*ways[turn:], *ways[:turn]]}
+            results[c].append(got)
             logger.info(
-                "warm c=%s rep %s: direct p50 %.2f ms %.0f/s, service p50 %.2f ms %.0f/s",
+                "warm c=%s rep %s: %s",
                 c,
                 rep + 1,
-                pair.direct.p50_s * 1e3,
-                pair.direct.rps,
-                pair.service.p50_s * 1e3,
-                pair.service.rps,
+                ", ".join(
+                    f"{name} {got[name].result.rps:,.0f}/s p50 {got[name].result.p50_s * 1e3:.2f} ms" for name in WAYS
+                ),
             )
     return results
 
 
-def _checked(result: WrkResult, url: str, c: int) -> WrkResult:
-    if result.errors or result.non2xx:
-        raise BenchError(f"{url} at c={c}: {result.errors} socket errors, {result.non2xx} non-2xx answers")
-    return result
+def _sample(way: Way, c: int, seconds: int, cpus: str) -> Sample:
+    before = cpu_seconds(list(way.workers)) if way.workers else 0.0
+    result = run_wrk(way.url, c, seconds, way.authorization, cpus)
+    if result.errors or result.non2xx or not result.requests:
+        raise BenchError(f"{way.url} at c={c}: {result.errors} socket errors, {result.non2xx} non-2xx answers")
+    cpu = (cpu_seconds(list(way.workers)) - before) / result.requests if way.workers else None
+    return Sample(result, cpu)
 
 
-def rows(results: dict[int, list[Pair]], label: str = "Warm path") -> list[Row]:
-    out = []
-    for c, pairs in results.items():
-        added50 = [p.service.p50_s - p.direct.p50_s for p in pairs]
-        added99 = [p.service.p99_s - p.direct.p99_s for p in pairs]
-        fraction = [p.service.rps / p.direct.rps for p in pairs]
-        bench = f"{label}, concurrency {c}"
-        direct50 = median([p.direct.p50_s for p in pairs])
-        direct99 = median([p.direct.p99_s for p in pairs])
-        out += [
-            Row(
-                bench,
-                "added latency p50",
-                ms(median(added50), 2),
-                ms_spread(added50, 2),
-                f"direct p50 {ms(direct50, 2)}",
-                *_target(c == TARGET_C, median(added50) <= TARGET_P50_S, "≤ 1 ms"),
-            ),
-            Row(
-                bench,
-                "added latency p99",
-                ms(median(added99), 2),
-                ms_spread(added99, 2),
-                f"direct p99 {ms(direct99, 2)}",
-                *_target(c == TARGET_C, median(added99) <= TARGET_P99_S, "≤ 5 ms"),
-            ),
-            Row(
-                bench,
-                "throughput, fraction of direct",
-                f"{median(fraction):.0%} ({median([p.service.rps for p in pairs]):,.0f} req/s)",
-                f"{min(fraction):.0%}..{max(fraction):.0%}",
-                f"direct {median([p.direct.rps for p in pairs]):,.0f} req/s",
-                *_target(c == THROUGHPUT_C, median(fraction) >= TARGET_FRACTION, "≥ 50%"),
-            ),
-        ]
-    cpu = [p.cpu_s for pairs in results.values() for p in pairs]
-    out.append(
-        Row(
-            label,
-            "web-worker CPU per inference (all concurrencies)",
-            ms(median(cpu), 2),
-            ms_spread(cpu, 2),
-            "from /proc during the service's runs",
-        )
+# -- figures -------------------------------------------------------------------------------------
+def paired(reps: list[Rep], figure: Callable[[Rep], float]) -> list[float]:
+    return [figure(rep) for rep in reps]
+
+
+def of_direct(way: str) -> Callable[[Rep], float]:
+    return lambda rep: rep[way].result.rps / rep["direct"].result.rps
+
+
+def of_minimal(way: str) -> Callable[[Rep], float]:
+    return lambda rep: rep[way].result.rps / rep["minimal"].result.rps
+
+
+def added(way: str, pct: str) -> Callable[[Rep], float]:
+    attr = f"{pct}_s"
+    return lambda rep: getattr(rep[way].result, attr) - getattr(rep["direct"].result, attr)
+
+
+def cpu_ratio(rep: Rep) -> float:
+    return rep["service"].cpu_s / rep["minimal"].cpu_s
+
+
+def pooled(passes: list[Pass]) -> Pass:
+    """All passes' repetitions together, per concurrency."""
+    return {c: [rep for p in passes for rep in p[c]] for c in passes[0]}
+
+
+def anchor_table(results: Pass) -> str:
+    """Markdown: every way at every concurrency, medians of the repetitions (min..max)."""
+    head = (
+        "| Path | Concurrency | Throughput | Of direct | Of the minimal proxy | p50 | Added p50 "
+        "| p99 | Added p99 | Web-worker CPU per inference |"
     )
+    lines = [head, "|---|---|---|---|---|---|---|---|---|---|"]
+    for c, reps in results.items():
+        for way in WAYS:
+            r = [rep[way] for rep in reps]
+            cpu = [x.cpu_s for x in r if x.cpu_s is not None]
+            lines.append(
+                "| "
+                + " | ".join(
+                    [
+                        TITLES[way],
+                        str(c),
+                        f"{median([x.result.rps for x in r]):,.0f} req/s",
+                        "" if way == "direct" else _pct_spread(paired(reps, of_direct(way))),
+                        "" if way == "minimal" else _pct_spread(paired(reps, of_minimal(way))),
+                        ms(median([x.result.p50_s for x in r]), 2),
+                        "" if way == "direct" else _ms_delta(paired(reps, added(way, "p50"))),
+                        ms(median([x.result.p99_s for x in r]), 2),
+                        "" if way == "direct" else _ms_delta(paired(reps, added(way, "p99"))),
+                        ms(median(cpu), 2) if cpu else "",
+                    ]
+                )
+                + " |"
+            )
+    return "\n".join(lines)
+
+
+def fractions(results: Pass) -> dict[str, float]:
+    """Every throughput fraction of a pass, by name: what must reproduce from pass to pass."""
+    out = {}
+    for c, reps in results.items():
+        for way in WAYS:
+            if way != "direct":
+                out[f"{TITLES[way]}, c={c}, of direct"] = median(paired(reps, of_direct(way)))
+            if way not in ("direct", "minimal"):
+                out[f"{TITLES[way]}, c={c}, of the minimal proxy"] = median(paired(reps, of_minimal(way)))
     return out
 
 
-def _target(applies: bool, met: bool, text: str) -> tuple[str, bool | None]:
-    return (text, met) if applies else ("", None)
+def reproducibility_table(passes: list[Pass]) -> tuple[str, float, str]:
+    """Markdown: each fraction in every pass and its change from the first; the largest change."""
+    runs = [fractions(p) for p in passes]
+    head = "| Fraction | " + " | ".join(f"Run {i + 1}" for i in range(len(runs))) + " | Largest change from run 1 |"
+    lines = [head, "|---|" + "---|" * len(runs) + "---|"]
+    worst, worst_name = 0.0, ""
+    for name, first in runs[0].items():
+        changes = [run[name] / first - 1 for run in runs[1:]]
+        change = max(changes, key=abs, default=0.0)
+        if abs(change) >= abs(worst):
+            worst, worst_name = change, name
+        lines.append(f"| {name} | " + " | ".join(f"{run[name]:.1%}" for run in runs) + f" | {change:+.1%} |")
+    return "\n".join(lines), worst, worst_name
+
+
+def rows(passes: list[Pass], config: str) -> list[Row]:
+    """The warm-path targets, judged on the repetitions of every pass together."""
+    everything = pooled(passes)
+    name = f"Warm path ({config})"
+    at_throughput = everything[THROUGHPUT_C]
+    share = paired(at_throughput, of_minimal("service"))
+    at_latency = everything[LATENCY_C]
+    over = [rep["service"].result.p50_s - rep["minimal"].result.p50_s for rep in at_latency]
+    cpu = [cpu_ratio(rep) for reps in everything.values() for rep in reps]
+    service_cpu = [rep["service"].cpu_s for reps in everything.values() for rep in reps]
+    minimal_cpu = [rep["minimal"].cpu_s for reps in everything.values() for rep in reps]
+    out = [
+        Row(
+            name,
+            f"the service's throughput at c={THROUGHPUT_C}, fraction of the minimal proxy's",
+            f"{median(share):.0%}",
+            f"{min(share):.0%}..{max(share):.0%}",
+            f"minimal proxy {median([r['minimal'].result.rps for r in at_throughput]):,.0f} req/s, "
+            f"the service {median([r['service'].result.rps for r in at_throughput]):,.0f} req/s",
+            f"≥ {TARGET_OF_MINIMAL:.0%}",
+            median(share) >= TARGET_OF_MINIMAL,
+        ),
+        Row(
+            name,
+            f"the service's added p50 at c={LATENCY_C} over the minimal proxy's",
+            _ms_signed(median(over)),
+            f"{_ms_signed(min(over))}..{_ms_signed(max(over))}",
+            f"added p50: minimal proxy {_ms_signed(median(paired(at_latency, added('minimal', 'p50'))))}, "
+            f"the service {_ms_signed(median(paired(at_latency, added('service', 'p50'))))}",
+            f"≤ {TARGET_P50_OVER_MINIMAL_S * 1e3:.1f} ms",
+            median(over) <= TARGET_P50_OVER_MINIMAL_S,
+        ),
+        Row(
+            name,
+            "web-worker CPU per warm inference, the service over the minimal proxy (all concurrencies)",
+            f"{median(cpu):.2f}×",
+            f"{min(cpu):.2f}..{max(cpu):.2f}×",
+            f"minimal proxy {ms(median(minimal_cpu), 2)}, the service {ms(median(service_cpu), 2)}",
+            f"≤ {TARGET_CPU_RATIO:.2f}×",
+            median(cpu) <= TARGET_CPU_RATIO,
+        ),
+    ]
+    if len(passes) > 1:
+        _, worst, worst_name = reproducibility_table(passes)
+        out.append(
+            Row(
+                name,
+                f"reproducibility: largest change of a throughput fraction between {len(passes)} passes in a row",
+                f"{worst:+.1%}",
+                "",
+                worst_name,
+                f"within ±{REPRODUCIBLE:.0%}",
+                abs(worst) <= REPRODUCIBLE,
+            )
+        )
+    return out
+
+
+def _pct_spread(values: list[float]) -> str:
+    return f"{median(values):.0%} ({min(values):.0%}..{max(values):.0%})"
+
+
+def _ms_delta(values: list[float]) -> str:
+    return f"{_ms_signed(median(values))} ({_ms_signed(min(values))}..{_ms_signed(max(values))})"
+
+
+def _ms_signed(seconds: float) -> str:
+    return f"{seconds * 1e3:+.2f} ms"
+
+
+def run(s: Session, web: Web, config: str) -> list[Row]:
+    """Every pass over the same stand; the anchor tables go to the report's sections."""
+    stand = Stand(s, web)
+    passes: list[Pass] = []
+    try:
+        for i in range(s.cfg.warm_passes):
+            logger.info("warm pass %s of %s", i + 1, s.cfg.warm_passes)
+            passes.append(measure(stand.ways, s.cfg.reps, s.cfg.warm_seconds, cpus=s.cfg.wrk_cpus))
+    finally:
+        stand.stop()
+    reps = len(passes) * s.cfg.reps
+    s.sections.append(
+        (
+            "Warm path: the anchors",
+            f"The same fast model container called four ways ({config}). wrk, keep-alive connections, "
+            f"{s.cfg.warm_seconds} s per run, {reps} repetitions ({len(passes)} passes of {s.cfg.reps}); "
+            "medians, with min..max of the repetitions. Fractions and added latencies are paired: "
+            "taken within one repetition, then the median.\n\n" + anchor_table(pooled(passes)),
+        )
+    )
+    if len(passes) > 1:
+        table, _, _ = reproducibility_table(passes)
+        s.sections.append(
+            (
+                "Warm path: pass to pass",
+                f"The warm-path measurement ran {len(passes)} times in a row on the same processes; "
+                "each throughput fraction (median of its pass) and its change from the first pass:\n\n" + table,
+            )
+        )
+    return rows(passes, config)
