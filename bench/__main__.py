@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 
@@ -52,7 +53,12 @@ def main(argv: list[str] | None = None) -> int:
         default=2,
         help="times the warm-path measurement runs in a row, to show it reproduces (default 2)",
     )
-    parser.add_argument("--wrk-cpus", default="", help="pin wrk to these CPUs (a taskset list, e.g. 1)")
+    parser.add_argument(
+        "--wrk-cpus",
+        default="auto",
+        help="pin wrk to these CPUs (a taskset list, e.g. 1); auto: the last CPU when there are several; "
+        "none: not pinned",
+    )
     parser.add_argument(
         "--out",
         default=str(ROOT / "docs" / "benchmarks.md"),
@@ -71,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             args.reps,
             warm_seconds=args.warm_seconds,
             warm_passes=args.warm_passes,
-            wrk_cpus=args.wrk_cpus,
+            wrk_cpus=_wrk_cpus(args.wrk_cpus),
         )
         text, ok = run(stages, cfg)
     except BenchError as exc:
@@ -156,6 +162,16 @@ def _service_stages(s: Session, stages: list[str], stage, rss: memory.MemoryLog)
     finally:
         worker.stop()
     return rows
+
+
+def _wrk_cpus(choice: str) -> str:
+    """wrk on a CPU of its own: it then moves less between cores and competes with one at most."""
+    if choice == "none":
+        return ""
+    if choice == "auto":
+        count = os.cpu_count() or 1
+        return str(count - 1) if count > 1 else ""
+    return choice
 
 
 def _require_auth(web) -> None:

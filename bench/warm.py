@@ -294,8 +294,9 @@ def run(s: Session, web: Web, config: str) -> list[Row]:
     s.sections.append(
         (
             "Warm path: the anchors",
-            f"The same fast model container called four ways ({config}). wrk, keep-alive connections, "
-            f"{s.cfg.warm_seconds} s per run, {reps} repetitions ({len(passes)} passes of {s.cfg.reps}); "
+            f"The same fast model container called four ways ({config}). wrk, keep-alive connections"
+            + (f", pinned to CPU {s.cfg.wrk_cpus} (taskset)" if s.cfg.wrk_cpus else "")
+            + f"; {s.cfg.warm_seconds} s per run, {reps} repetitions ({len(passes)} passes of {s.cfg.reps}); "
             "medians, with min..max of the repetitions. Fractions and added latencies are paired: "
             "taken within one repetition, then the median.\n\n" + anchor_table(pooled(passes)),
         )

@@ -35,21 +35,30 @@ def wrk_version() -> str:
     return (out.stdout or out.stderr).split("Copyright")[0].strip()
 
 
+def cpu_list(cpus: str) -> list[int]:
+    """A taskset CPU list ("1", "0,1", "0-1") as the CPUs it names."""
+    out: list[int] = []
+    for part in cpus.split(","):
+        first, _, last = part.strip().partition("-")
+        out += list(range(int(first), int(last or first) + 1))
+    return out
+
+
 def run_wrk(
     url: str,
     connections: int,
     seconds: int,
     authorization: str = "",
     cpus: str = "",
-    threads: int = 2,
 ) -> WrkResult:
     """Closed-loop load: `connections` keep-alive connections, each sending as fast as answered.
 
-    authorization: the Authorization header to send; cpus: a taskset CPU list to pin wrk to.
+    authorization: the Authorization header to send; cpus: a taskset CPU list to pin wrk to
+    (one wrk thread per pinned CPU, at most two).
     """
     if shutil.which("wrk") is None:
         raise BenchError("wrk is missing (apt-get install -y wrk; scripts/bench.sh does it)")
-    threads = min(connections, threads)
+    threads = min(connections, 2, len(cpu_list(cpus)) if cpus else 2)
     args = [
         *(["taskset", "-c", cpus] if cpus else []),
         "wrk",
