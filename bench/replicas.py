@@ -53,7 +53,7 @@ def run(s: Session, web: Web) -> list[Row]:
         raise BenchError(f"max_replicas=4 refused after max_replicas=1 was accepted: {several}")
     one = _load(s, web, single)
     four = _load(s, web, several)
-    back = _time_back(s, several)
+    back = _time_back(s, several) if four.most > MIN_REPLICAS else None
     ratio = four.result.rps / one.result.rps
     bound = _scale_down_bound(s)
     return [
@@ -77,13 +77,19 @@ def run(s: Session, web: Web) -> list[Row]:
         Row(
             NAME,
             f"time back to min_replicas={MIN_REPLICAS} after the load stops",
-            f"{back:.1f} s" if back is not None else f"not within {BACK_TIMEOUT} s",
+            _back_text(back, four.most),
             "",
             "replicas counted from Docker every 0.1 s",
             f"≤ scale-down delay + check interval ({bound:g} s)" if bound else "≤ scale-down delay + check interval",
             (back is not None and back <= bound) if bound else None,
         ),
     ]
+
+
+def _back_text(back: float | None, most: int) -> str:
+    if most <= MIN_REPLICAS:
+        return f"not measured: it never ran more than {MIN_REPLICAS} replica"
+    return f"{back:.1f} s" if back is not None else f"not within {BACK_TIMEOUT} s"
 
 
 def _register(s: Session, web: Web, max_replicas: int) -> int | str:
@@ -124,7 +130,7 @@ class Loaded:
 def _load(s: Session, web: Web, model_id: int) -> Loaded:
     s.call(web, "POST", f"/api/models/{model_id}/start")
     _wait_replicas(s, model_id, MIN_REPLICAS, 60)
-    most = [0]
+    most = [running(s.dc, model_id)]
     done = threading.Event()
 
     def count() -> None:
