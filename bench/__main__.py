@@ -46,7 +46,10 @@ def main(argv: list[str] | None = None) -> int:
         help=f"comma-separated stages of {', '.join(STAGES)}",
     )
     parser.add_argument("--reps", type=int, default=5, help="repetitions per figure (default 5)")
-    parser.add_argument("--warm-seconds", type=int, default=3, help="seconds per warm-path wrk run (default 3)")
+    parser.add_argument("--warm-seconds", type=int, default=2, help="seconds per warm-path wrk run (default 2)")
+    parser.add_argument(
+        "--warm-reps", type=int, default=6, help="warm-path repetitions per pass and concurrency (default 6)"
+    )
     parser.add_argument(
         "--warm-passes",
         type=int,
@@ -76,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = BenchConfig.from_env(
             args.reps,
             warm_seconds=args.warm_seconds,
+            warm_reps=args.warm_reps,
             warm_passes=args.warm_passes,
             wrk_cpus=_wrk_cpus(args.wrk_cpus),
         )

@@ -24,7 +24,8 @@ class BenchConfig:
     kafka_bootstrap: str
     reps: int
     artifacts: Path
-    warm_seconds: int = 3
+    warm_seconds: int = 2
+    warm_reps: int = 6
     warm_passes: int = 2
     wrk_cpus: str = ""  # a taskset CPU list for wrk; "" leaves it to the scheduler
 

@@ -4,21 +4,25 @@ The ways: directly; through nginx (keep-alive upstream: the practical limit of a
 through a minimal Flask + urllib3 proxy under the service's gunicorn settings (the floor of our
 stack); through the service (auth on with a user's token, request log at INFO, metrics on).
 
-A repetition runs every way once, in an order that rotates from one repetition to the next,
-so that a burst of load from elsewhere on the machine hits all of them alike. Fractions and
-added latencies are taken within a repetition (paired) and the median over repetitions is
-quoted. The whole measurement runs `passes` times in a row, to show whether it reproduces.
+A repetition runs every way once, back to back, in an order that reverses from one repetition
+to the next (ABBA), so that load from elsewhere on the machine that rises or falls during a
+pair of repetitions weighs on every way alike. Fractions and added latencies are taken within
+a repetition (paired) and the median over repetitions is quoted. The whole measurement runs
+`passes` times in a row, to show whether it reproduces.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+import resource
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import containers
 from .anchors import MinimalProxy, Nginx
 from .config import FAST_ECHO, BenchError
+from .machine import busy_cpu_seconds
 from .processes import Web, cpu_seconds
 from .report import Row, ms
 from .session import Session
@@ -57,6 +61,7 @@ class Way:
 class Sample:
     result: WrkResult
     cpu_s: float | None  # web-worker CPU per request; None where there are no web workers
+    others: float  # CPUs' worth the rest of the machine used meanwhile at normal priority
 
 
 Rep = dict[str, Sample]  # way name -> its sample in one repetition
@@ -69,7 +74,10 @@ class Stand:
     def __init__(self, s: Session, web: Web):
         model_id = s.register(web, model_name="fast-echo", image=FAST_ECHO)
         s.call(web, "POST", f"/api/models/{model_id}/start", {"keep_warm": True})
-        upstream = f"127.0.0.1:{containers.published_port(s.dc, containers.model_container(model_id))}"
+        name = containers.model_container(model_id)
+        upstream = f"127.0.0.1:{containers.published_port(s.dc, name)}"
+        self._model_pid = s.dc.containers.get(name).attrs["State"]["Pid"]
+        self._web = web
         self.nginx = Nginx(s.cfg.artifacts / "nginx", web.workers, upstream)
         try:
             self.minimal = MinimalProxy(s.env(), s.log("minimal-proxy"), web.workers, f"http://{upstream}")
@@ -88,21 +96,29 @@ class Stand:
             ),
         ]
 
+    def pids(self) -> list[int]:
+        """Every process that serves the warm path: gunicorns, nginx, the model's server."""
+        out = [self._model_pid]
+        for process in (self._web.process, self.minimal.process, self.nginx.process):
+            out += [process.pid, *process.children()]
+        return out
+
     def stop(self) -> None:
         self.minimal.stop()
         self.nginx.stop()
 
 
-def measure(ways: Sequence[Way], reps: int, seconds: int, concurrencies=CONCURRENCIES, cpus: str = "") -> Pass:
+def measure(stand: Stand, reps: int, seconds: int, concurrencies=CONCURRENCIES, cpus: str = "") -> Pass:
     """One pass: {concurrency: [one Rep per repetition]}; cpus pins wrk (taskset list)."""
+    ways, pids = stand.ways, stand.pids()
     for way in ways:  # warm-up: connection pools, token cache, code paths
-        _sample(way, 32, 1, cpus)
+        _sample(way, 32, 1, cpus, pids)
     results: Pass = {}
     for c in concurrencies:
         results[c] = []
         for rep in range(reps):
-            turn = rep % len(ways)
-            got = {way.name: _sample(way, c, seconds, cpus) for way in [*ways[turn:], *ways[:turn]]}
+            order = ways if rep % 2 == 0 else ways[::-1]
+            got = {way.name: _sample(way, c, seconds, cpus, pids) for way in order}
             results[c].append(got)
             logger.info(
                 "warm c=%s rep %s: %s",
@@ -115,13 +131,22 @@ def measure(ways: Sequence[Way], reps: int, seconds: int, concurrencies=CONCURRE
     return results
 
 
-def _sample(way: Way, c: int, seconds: int, cpus: str) -> Sample:
+def _sample(way: Way, c: int, seconds: int, cpus: str, stand: list[int]) -> Sample:
+    """One wrk run, with the web workers' CPU and what the rest of the machine used meanwhile."""
     before = cpu_seconds(list(way.workers)) if way.workers else 0.0
+    ours, machine, began = _ours(stand), busy_cpu_seconds(), time.monotonic()
     result = run_wrk(way.url, c, seconds, way.authorization, cpus)
+    others = (busy_cpu_seconds() - machine - (_ours(stand) - ours)) / (time.monotonic() - began)
     if result.errors or result.non2xx or not result.requests:
         raise BenchError(f"{way.url} at c={c}: {result.errors} socket errors, {result.non2xx} non-2xx answers")
     cpu = (cpu_seconds(list(way.workers)) - before) / result.requests if way.workers else None
-    return Sample(result, cpu)
+    return Sample(result, cpu, max(0.0, others))
+
+
+def _ours(stand: list[int]) -> float:
+    """CPU seconds of the stand's processes and of the finished wrk runs (this process's children)."""
+    done = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return cpu_seconds(stand) + done.ru_utime + done.ru_stime
 
 
 # -- figures -------------------------------------------------------------------------------------
@@ -207,7 +232,17 @@ def reproducibility_table(passes: list[Pass]) -> tuple[str, float, str]:
         if abs(change) >= abs(worst):
             worst, worst_name = change, name
         lines.append(f"| {name} | " + " | ".join(f"{run[name]:.1%}" for run in runs) + f" | {change:+.1%} |")
+    lines.append(
+        "| *CPUs the rest of the machine used during the runs (median; not niced)* | "
+        + " | ".join(f"{others(p):.2f}" for p in passes)
+        + " |  |"
+    )
     return "\n".join(lines), worst, worst_name
+
+
+def others(results: Pass) -> float:
+    """The median, over a pass's runs, of the CPUs' worth other processes used meanwhile."""
+    return median([sample.others for reps in results.values() for rep in reps for sample in rep.values()])
 
 
 def rows(passes: list[Pass], config: str) -> list[Row]:
@@ -287,16 +322,16 @@ def run(s: Session, web: Web, config: str) -> list[Row]:
     try:
         for i in range(s.cfg.warm_passes):
             logger.info("warm pass %s of %s", i + 1, s.cfg.warm_passes)
-            passes.append(measure(stand.ways, s.cfg.reps, s.cfg.warm_seconds, cpus=s.cfg.wrk_cpus))
+            passes.append(measure(stand, s.cfg.warm_reps, s.cfg.warm_seconds, cpus=s.cfg.wrk_cpus))
     finally:
         stand.stop()
-    reps = len(passes) * s.cfg.reps
+    reps = len(passes) * s.cfg.warm_reps
     s.sections.append(
         (
             "Warm path: the anchors",
             f"The same fast model container called four ways ({config}). wrk, keep-alive connections"
             + (f", pinned to CPU {s.cfg.wrk_cpus} (taskset)" if s.cfg.wrk_cpus else "")
-            + f"; {s.cfg.warm_seconds} s per run, {reps} repetitions ({len(passes)} passes of {s.cfg.reps}); "
+            + f"; {s.cfg.warm_seconds} s per run, {reps} repetitions ({len(passes)} passes of {s.cfg.warm_reps}); "
             "medians, with min..max of the repetitions. Fractions and added latencies are paired: "
             "taken within one repetition, then the median.\n\n" + anchor_table(pooled(passes)),
         )
