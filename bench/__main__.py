@@ -68,6 +68,11 @@ def main(argv: list[str] | None = None) -> int:
         help="where to write the report",
     )
     parser.add_argument("--no-write", action="store_true", help="print the table only")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="after the warm-path passes, sample the web workers with py-spy (one more run at c=32 each)",
+    )
     args = parser.parse_args(argv)
     stages = [x.strip() for x in args.only.split(",") if x.strip()]
     unknown = sorted(set(stages) - set(STAGES))
@@ -82,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
             warm_reps=args.warm_reps,
             warm_passes=args.warm_passes,
             wrk_cpus=_wrk_cpus(args.wrk_cpus),
+            profile=args.profile,
         )
         text, ok = run(stages, cfg)
     except BenchError as exc:

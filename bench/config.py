@@ -28,6 +28,7 @@ class BenchConfig:
     warm_reps: int = 6
     warm_passes: int = 2
     wrk_cpus: str = ""  # a taskset CPU list for wrk; "" leaves it to the scheduler
+    profile: bool = False  # py-spy on the web workers after the warm-path passes
 
     @classmethod
     def from_env(cls, reps: int, **options) -> BenchConfig:

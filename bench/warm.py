@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import containers
+from . import containers, profile
 from .anchors import MinimalProxy, Nginx
 from .config import FAST_ECHO, BenchError
 from .machine import busy_cpu_seconds
@@ -323,6 +323,7 @@ def run(s: Session, web: Web, config: str) -> list[Row]:
         for i in range(s.cfg.warm_passes):
             logger.info("warm pass %s of %s", i + 1, s.cfg.warm_passes)
             passes.append(measure(stand, s.cfg.warm_reps, s.cfg.warm_seconds, cpus=s.cfg.wrk_cpus))
+        profiled = _profile(s, stand) if s.cfg.profile else None
     finally:
         stand.stop()
     reps = len(passes) * s.cfg.warm_reps
@@ -345,4 +346,23 @@ def run(s: Session, web: Web, config: str) -> list[Row]:
                 "each throughput fraction (median of its pass) and its change from the first pass:\n\n" + table,
             )
         )
+    if profiled:
+        s.sections.append(("Warm path: where the web workers' time goes", profiled))
     return rows(passes, config)
+
+
+PROFILE_SECONDS = 5
+
+
+def _profile(s: Session, stand: Stand) -> str:
+    """py-spy on the minimal proxy's and the service's web workers, one run at c=32 each."""
+    stacks, files = {}, {}
+    for way in stand.ways:
+        if not way.workers:
+            continue
+        files[way.name] = s.cfg.artifacts / f"profile-{way.name}.txt"
+        spies = profile.record(list(way.workers), PROFILE_SECONDS, files[way.name])
+        run_wrk(way.url, THROUGHPUT_C, PROFILE_SECONDS, way.authorization, s.cfg.wrk_cpus)
+        stacks[way.name] = profile.collect(spies, list(way.workers), files[way.name])
+        logger.info("profiled %s: %s samples in %s", way.name, sum(stacks[way.name].values()), files[way.name])
+    return profile.section(stacks, TITLES, PROFILE_SECONDS, files)

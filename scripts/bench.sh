@@ -33,5 +33,10 @@ command -v wrk >/dev/null 2>&1 || apt_install wrk
 # the warm path's anchor in front of the model: nginx with a keep-alive upstream
 [[ -x /usr/sbin/nginx ]] || command -v nginx >/dev/null 2>&1 || apt_install nginx-light
 bash bench/images/build.sh >&2
+# --profile samples the web workers with py-spy (PyPI), installed into the venv on demand
+if [[ " $* " == *" --profile "* ]] && [[ ! -x $BIN/py-spy ]]; then
+  echo "bench: installing py-spy (pip)" >&2
+  "$BIN/pip" install -q --disable-pip-version-check py-spy
+fi
 
 exec "$BIN/python" -m bench "$@"
