@@ -1,165 +1,49 @@
-"""Warm path: one fast model container called four ways, at concurrency 1, 8 and 32.
+"""Warm path stage: the measurement's passes, the anchor table, pass-to-pass agreement, the targets.
 
-The ways: directly; through nginx (keep-alive upstream: the practical limit of any proxy);
-through a minimal Flask + urllib3 proxy under the service's gunicorn settings (the floor of our
-stack); through the service (auth on with a user's token, request log at INFO, metrics on).
-
-A repetition runs every way once, back to back, in an order that reverses from one repetition
-to the next (ABBA), so that load from elsewhere on the machine that rises or falls during a
-pair of repetitions weighs on every way alike. Fractions and added latencies are taken within
-a repetition (paired) and the median over repetitions is quoted. The whole measurement runs
-`passes` times in a row, to show whether it reproduces.
+Two kinds of throughput fraction are given. The measured one (requests per second of a way over
+another's, within one repetition) is what the targets are about; on a machine that other work
+also keeps busy it moves with the CPU share each way happens to get. The fraction per
+CPU-second (requests per CPU-second of the whole path: wrk, the proxies and the model) hardly
+moves with that load; where both ways are CPU-bound, as the two Flask proxies are at c=32, it is
+the throughput fraction a machine to itself would give.
 """
 
 from __future__ import annotations
 
 import logging
-import resource
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
-from . import containers, profile
-from .anchors import MinimalProxy, Nginx
-from .config import FAST_ECHO, BenchError
-from .machine import busy_cpu_seconds
-from .processes import Web, cpu_seconds
+from . import profile
+from .processes import Web
 from .report import Row, ms
 from .session import Session
 from .stats import median
-from .wrk import WrkResult, run_wrk
+from .warm_measure import TITLES, WAYS, Pass, Rep, Stand, measure
+from .wrk import run_wrk
 
 logger = logging.getLogger(__name__)
 
-CONCURRENCIES = (1, 8, 32)
-WAYS = ("direct", "nginx", "minimal", "service")
-TITLES = {
-    "direct": "direct",
-    "nginx": "nginx",
-    "minimal": "minimal Flask proxy",
-    "service": "the service",
-}
 THROUGHPUT_C = 32
 TARGET_OF_MINIMAL = 0.85  # the service's throughput at c=32, as a fraction of the minimal proxy's
 LATENCY_C = 1
 TARGET_P50_OVER_MINIMAL_S = 0.0002  # the service's added p50 at c=1 over the minimal proxy's
 TARGET_CPU_RATIO = 1.25  # the service's web-worker CPU per inference over the minimal proxy's
-REPRODUCIBLE = 0.15  # a fraction's second pass within ±15% of its first
+REPRODUCIBLE = 0.15  # a fraction's later pass within ±15% of its first
+PROXIES = ("nginx", "minimal", "service")
 
 
-@dataclass(frozen=True)
-class Way:
-    """One way to call the model: its URL, the Authorization it needs, the web workers it costs."""
-
-    name: str
-    url: str
-    authorization: str = ""
-    workers: tuple[int, ...] = ()
-
-
-@dataclass(frozen=True)
-class Sample:
-    result: WrkResult
-    cpu_s: float | None  # web-worker CPU per request; None where there are no web workers
-    others: float  # CPUs' worth the rest of the machine used meanwhile at normal priority
-
-
-Rep = dict[str, Sample]  # way name -> its sample in one repetition
-Pass = dict[int, list[Rep]]  # concurrency -> repetitions
-
-
-class Stand:
-    """The fast model kept warm by the service, with nginx and the minimal proxy in front of it."""
-
-    def __init__(self, s: Session, web: Web):
-        model_id = s.register(web, model_name="fast-echo", image=FAST_ECHO)
-        s.call(web, "POST", f"/api/models/{model_id}/start", {"keep_warm": True})
-        name = containers.model_container(model_id)
-        upstream = f"127.0.0.1:{containers.published_port(s.dc, name)}"
-        self._model_pid = s.dc.containers.get(name).attrs["State"]["Pid"]
-        self._web = web
-        self.nginx = Nginx(s.cfg.artifacts / "nginx", web.workers, upstream)
-        try:
-            self.minimal = MinimalProxy(s.env(), s.log("minimal-proxy"), web.workers, f"http://{upstream}")
-        except BenchError:
-            self.nginx.stop()
-            raise
-        self.ways = [
-            Way("direct", f"http://{upstream}/predict"),
-            Way("nginx", f"{self.nginx.base}/predict"),
-            Way("minimal", f"{self.minimal.base}/predict", workers=tuple(self.minimal.worker_pids())),
-            Way(
-                "service",
-                f"{web.base}/api/models/{model_id}/infer",
-                s.user_authorization,
-                tuple(web.worker_pids()),
-            ),
-        ]
-
-    def pids(self) -> list[int]:
-        """Every process that serves the warm path: gunicorns, nginx, the model's server."""
-        out = [self._model_pid]
-        for process in (self._web.process, self.minimal.process, self.nginx.process):
-            out += [process.pid, *process.children()]
-        return out
-
-    def stop(self) -> None:
-        self.minimal.stop()
-        self.nginx.stop()
-
-
-def measure(stand: Stand, reps: int, seconds: int, concurrencies=CONCURRENCIES, cpus: str = "") -> Pass:
-    """One pass: {concurrency: [one Rep per repetition]}; cpus pins wrk (taskset list)."""
-    ways, pids = stand.ways, stand.pids()
-    for way in ways:  # warm-up: connection pools, token cache, code paths
-        _sample(way, 32, 1, cpus, pids)
-    results: Pass = {}
-    for c in concurrencies:
-        results[c] = []
-        for rep in range(reps):
-            order = ways if rep % 2 == 0 else ways[::-1]
-            got = {way.name: _sample(way, c, seconds, cpus, pids) for way in order}
-            results[c].append(got)
-            logger.info(
-                "warm c=%s rep %s: %s",
-                c,
-                rep + 1,
-                ", ".join(
-                    f"{name} {got[name].result.rps:,.0f}/s p50 {got[name].result.p50_s * 1e3:.2f} ms" for name in WAYS
-                ),
-            )
-    return results
-
-
-def _sample(way: Way, c: int, seconds: int, cpus: str, stand: list[int]) -> Sample:
-    """One wrk run, with the web workers' CPU and what the rest of the machine used meanwhile."""
-    before = cpu_seconds(list(way.workers)) if way.workers else 0.0
-    ours, machine, began = _ours(stand), busy_cpu_seconds(), time.monotonic()
-    result = run_wrk(way.url, c, seconds, way.authorization, cpus)
-    others = (busy_cpu_seconds() - machine - (_ours(stand) - ours)) / (time.monotonic() - began)
-    if result.errors or result.non2xx or not result.requests:
-        raise BenchError(f"{way.url} at c={c}: {result.errors} socket errors, {result.non2xx} non-2xx answers")
-    cpu = (cpu_seconds(list(way.workers)) - before) / result.requests if way.workers else None
-    return Sample(result, cpu, max(0.0, others))
-
-
-def _ours(stand: list[int]) -> float:
-    """CPU seconds of the stand's processes and of the finished wrk runs (this process's children)."""
-    done = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return cpu_seconds(stand) + done.ru_utime + done.ru_stime
-
-
-# -- figures -------------------------------------------------------------------------------------
 def paired(reps: list[Rep], figure: Callable[[Rep], float]) -> list[float]:
     return [figure(rep) for rep in reps]
 
 
-def of_direct(way: str) -> Callable[[Rep], float]:
-    return lambda rep: rep[way].result.rps / rep["direct"].result.rps
+def of(way: str, anchor: str) -> Callable[[Rep], float]:
+    """Throughput of `way` over the anchor's, within a repetition."""
+    return lambda rep: rep[way].result.rps / rep[anchor].result.rps
 
 
-def of_minimal(way: str) -> Callable[[Rep], float]:
-    return lambda rep: rep[way].result.rps / rep["minimal"].result.rps
+def of_per_cpu(way: str, anchor: str) -> Callable[[Rep], float]:
+    """Requests per CPU-second of the whole path, `way` over the anchor's, within a repetition."""
+    return lambda rep: rep[anchor].path_cpu_s / rep[way].path_cpu_s
 
 
 def added(way: str, pct: str) -> Callable[[Rep], float]:
@@ -176,73 +60,85 @@ def pooled(passes: list[Pass]) -> Pass:
     return {c: [rep for p in passes for rep in p[c]] for c in passes[0]}
 
 
+def others(results: Pass) -> float:
+    """The median, over a pass's runs, of the CPUs' worth other processes used meanwhile."""
+    return median([sample.others for reps in results.values() for rep in reps for sample in rep.values()])
+
+
 def anchor_table(results: Pass) -> str:
     """Markdown: every way at every concurrency, medians of the repetitions (min..max)."""
-    head = (
-        "| Path | Concurrency | Throughput | Of direct | Of the minimal proxy | p50 | Added p50 "
-        "| p99 | Added p99 | Web-worker CPU per inference |"
-    )
-    lines = [head, "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| Path | Concurrency | Throughput | Of direct | Of the minimal proxy | Of the minimal proxy, "
+        "per CPU-second | p50 (added) | p99 (added) | Web-worker CPU per inference | Whole-path CPU per request |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for c, reps in results.items():
         for way in WAYS:
             r = [rep[way] for rep in reps]
             cpu = [x.cpu_s for x in r if x.cpu_s is not None]
-            lines.append(
-                "| "
-                + " | ".join(
-                    [
-                        TITLES[way],
-                        str(c),
-                        f"{median([x.result.rps for x in r]):,.0f} req/s",
-                        "" if way == "direct" else _pct_spread(paired(reps, of_direct(way))),
-                        "" if way == "minimal" else _pct_spread(paired(reps, of_minimal(way))),
-                        ms(median([x.result.p50_s for x in r]), 2),
-                        "" if way == "direct" else _ms_delta(paired(reps, added(way, "p50"))),
-                        ms(median([x.result.p99_s for x in r]), 2),
-                        "" if way == "direct" else _ms_delta(paired(reps, added(way, "p99"))),
-                        ms(median(cpu), 2) if cpu else "",
-                    ]
-                )
-                + " |"
-            )
+            cells = [
+                TITLES[way],
+                str(c),
+                f"{median([x.result.rps for x in r]):,.0f} req/s",
+                "" if way == "direct" else _pct_spread(paired(reps, of(way, "direct"))),
+                "" if way == "minimal" else _pct_spread(paired(reps, of(way, "minimal"))),
+                "" if way == "minimal" else _pct_spread(paired(reps, of_per_cpu(way, "minimal"))),
+                _latency(reps, way, "p50"),
+                _latency(reps, way, "p99"),
+                ms(median(cpu), 2) if cpu else "",
+                ms(median([x.path_cpu_s for x in r]), 2),
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def fractions(results: Pass) -> dict[str, float]:
-    """Every throughput fraction of a pass, by name: what must reproduce from pass to pass."""
+def _latency(reps: list[Rep], way: str, pct: str) -> str:
+    value = ms(median([getattr(rep[way].result, f"{pct}_s") for rep in reps]), 2)
+    return value if way == "direct" else f"{value} ({_ms_signed(median(paired(reps, added(way, pct))))})"
+
+
+def fractions(results: Pass, per_cpu: bool = False) -> dict[str, float]:
+    """Every fraction of a pass by name (medians of the repetitions): what must reproduce."""
+    figure, suffix = (of_per_cpu, ", per CPU-second") if per_cpu else (of, "")
     out = {}
     for c, reps in results.items():
-        for way in WAYS:
-            if way != "direct":
-                out[f"{TITLES[way]}, c={c}, of direct"] = median(paired(reps, of_direct(way)))
-            if way not in ("direct", "minimal"):
-                out[f"{TITLES[way]}, c={c}, of the minimal proxy"] = median(paired(reps, of_minimal(way)))
+        for way in PROXIES:
+            if not per_cpu:  # direct is not CPU-bound: a fraction of it per CPU-second means little
+                out[f"{TITLES[way]}, c={c}, of direct"] = median(paired(reps, figure(way, "direct")))
+            if way != "minimal":
+                out[f"{TITLES[way]}, c={c}, of the minimal proxy{suffix}"] = median(
+                    paired(reps, figure(way, "minimal"))
+                )
     return out
 
 
-def reproducibility_table(passes: list[Pass]) -> tuple[str, float, str]:
-    """Markdown: each fraction in every pass and its change from the first; the largest change."""
-    runs = [fractions(p) for p in passes]
-    head = "| Fraction | " + " | ".join(f"Run {i + 1}" for i in range(len(runs))) + " | Largest change from run 1 |"
-    lines = [head, "|---|" + "---|" * len(runs) + "---|"]
-    worst, worst_name = 0.0, ""
+def agreement(passes: list[Pass], per_cpu: bool = False) -> tuple[list[str], float, str]:
+    """Table lines for each fraction in every pass and its change from the first; the largest change."""
+    runs = [fractions(p, per_cpu) for p in passes]
+    lines, worst, worst_name = [], 0.0, ""
     for name, first in runs[0].items():
-        changes = [run[name] / first - 1 for run in runs[1:]]
-        change = max(changes, key=abs, default=0.0)
+        change = max((run[name] / first - 1 for run in runs[1:]), key=abs, default=0.0)
         if abs(change) >= abs(worst):
             worst, worst_name = change, name
         lines.append(f"| {name} | " + " | ".join(f"{run[name]:.1%}" for run in runs) + f" | {change:+.1%} |")
-    lines.append(
-        "| *CPUs the rest of the machine used during the runs (median; not niced)* | "
-        + " | ".join(f"{others(p):.2f}" for p in passes)
-        + " |  |"
+    return lines, worst, worst_name
+
+
+def agreement_table(passes: list[Pass]) -> str:
+    measured, _, _ = agreement(passes)
+    per_cpu, _, _ = agreement(passes, per_cpu=True)
+    runs = " | ".join(f"Run {i + 1}" for i in range(len(passes)))
+    return "\n".join(
+        [
+            f"| Fraction | {runs} | Largest change from run 1 |",
+            "|---|" + "---|" * len(passes) + "---|",
+            *measured,
+            *per_cpu,
+            "| *CPUs the rest of the machine used during the runs (median; niced work left out)* | "
+            + " | ".join(f"{others(p):.2f}" for p in passes)
+            + " |  |",
+        ]
     )
-    return "\n".join(lines), worst, worst_name
-
-
-def others(results: Pass) -> float:
-    """The median, over a pass's runs, of the CPUs' worth other processes used meanwhile."""
-    return median([sample.others for reps in results.values() for rep in reps for sample in rep.values()])
 
 
 def rows(passes: list[Pass], config: str) -> list[Row]:
@@ -250,7 +146,8 @@ def rows(passes: list[Pass], config: str) -> list[Row]:
     everything = pooled(passes)
     name = f"Warm path ({config})"
     at_throughput = everything[THROUGHPUT_C]
-    share = paired(at_throughput, of_minimal("service"))
+    share = paired(at_throughput, of("service", "minimal"))
+    share_cpu = paired(at_throughput, of_per_cpu("service", "minimal"))
     at_latency = everything[LATENCY_C]
     over = [rep["service"].result.p50_s - rep["minimal"].result.p50_s for rep in at_latency]
     cpu = [cpu_ratio(rep) for reps in everything.values() for rep in reps]
@@ -263,7 +160,8 @@ def rows(passes: list[Pass], config: str) -> list[Row]:
             f"{median(share):.0%}",
             f"{min(share):.0%}..{max(share):.0%}",
             f"minimal proxy {median([r['minimal'].result.rps for r in at_throughput]):,.0f} req/s, "
-            f"the service {median([r['service'].result.rps for r in at_throughput]):,.0f} req/s",
+            f"the service {median([r['service'].result.rps for r in at_throughput]):,.0f} req/s; "
+            f"per CPU-second {median(share_cpu):.0%}",
             f"≥ {TARGET_OF_MINIMAL:.0%}",
             median(share) >= TARGET_OF_MINIMAL,
         ),
@@ -288,27 +186,26 @@ def rows(passes: list[Pass], config: str) -> list[Row]:
         ),
     ]
     if len(passes) > 1:
-        _, worst, worst_name = reproducibility_table(passes)
-        out.append(
-            Row(
-                name,
-                f"reproducibility: largest change of a throughput fraction between {len(passes)} passes in a row",
-                f"{worst:+.1%}",
-                "",
-                worst_name,
-                f"within ±{REPRODUCIBLE:.0%}",
-                abs(worst) <= REPRODUCIBLE,
+        for per_cpu, kind in ((False, "throughput fraction"), (True, "fraction per CPU-second")):
+            _, worst, worst_name = agreement(passes, per_cpu)
+            out.append(
+                Row(
+                    name,
+                    f"reproducibility: largest change of a {kind} between {len(passes)} passes in a row",
+                    f"{worst:+.1%}",
+                    "",
+                    f"{worst_name}; the rest of the machine used "
+                    + " / ".join(f"{others(p):.2f}" for p in passes)
+                    + " CPUs",
+                    f"within ±{REPRODUCIBLE:.0%}",
+                    abs(worst) <= REPRODUCIBLE,
+                )
             )
-        )
     return out
 
 
 def _pct_spread(values: list[float]) -> str:
     return f"{median(values):.0%} ({min(values):.0%}..{max(values):.0%})"
-
-
-def _ms_delta(values: list[float]) -> str:
-    return f"{_ms_signed(median(values))} ({_ms_signed(min(values))}..{_ms_signed(max(values))})"
 
 
 def _ms_signed(seconds: float) -> str:
@@ -338,12 +235,13 @@ def run(s: Session, web: Web, config: str) -> list[Row]:
         )
     )
     if len(passes) > 1:
-        table, _, _ = reproducibility_table(passes)
         s.sections.append(
             (
                 "Warm path: pass to pass",
                 f"The warm-path measurement ran {len(passes)} times in a row on the same processes; "
-                "each throughput fraction (median of its pass) and its change from the first pass:\n\n" + table,
+                "each fraction (median of its pass) and its change from the first pass. Measured "
+                "throughput fractions first, then fractions per CPU-second of the whole path:\n\n"
+                + agreement_table(passes),
             )
         )
     if profiled:
