@@ -105,10 +105,19 @@ def _register(s: Session, web: Web, max_replicas: int) -> int | str:
     }
     response = s.http.post(f"{web.base}/api/models", json=body, timeout=60)
     if response.status_code == 400 and any(f in response.text for f in FIELDS):
-        return f"{response.status_code} {response.text.strip()[:200]}"
+        return f"400 ({_message(response)})"
     if response.status_code not in (200, 201):
         raise BenchError(f"POST /api/models: {response.status_code} {response.text[:300]}")
     return response.json()["id"]
+
+
+def _message(response) -> str:
+    """The API's error message up to its first ';' (the rest lists every allowed field)."""
+    try:
+        message = str(response.json()["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        message = response.text
+    return message.split(";", 1)[0].strip()[:200]
 
 
 def running(dc: docker.DockerClient, model_id: int) -> int:

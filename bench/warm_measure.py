@@ -42,12 +42,13 @@ MODEL_CPUS = min(2, os.cpu_count() or 1)  # the fast model's CPU quota (the serv
 
 @dataclass(frozen=True)
 class Way:
-    """One way to call the model: its URL, the Authorization it needs, the web workers it costs."""
+    """One way to call the model: its URL, the Authorization it needs, the processes it costs."""
 
     name: str
     url: str
     authorization: str = ""
-    workers: tuple[int, ...] = ()
+    workers: tuple[int, ...] = ()  # the web workers (gunicorn's), whose CPU per request is a target
+    processes: tuple[int, ...] = ()  # every process of the proxy (master and workers)
 
 
 @dataclass(frozen=True)
@@ -71,8 +72,7 @@ class Stand:
         s.call(web, "POST", f"/api/models/{model_id}/start", {"keep_warm": True})
         name = containers.model_container(model_id)
         upstream = f"127.0.0.1:{containers.published_port(s.dc, name)}"
-        self._model_pid = s.dc.containers.get(name).attrs["State"]["Pid"]
-        self._web = web
+        self.model_pid = s.dc.containers.get(name).attrs["State"]["Pid"]
         self.nginx = Nginx(s.cfg.artifacts / "nginx", web.workers, upstream)
         try:
             self.minimal = MinimalProxy(s.env(), s.log("minimal-proxy"), web.workers, f"http://{upstream}")
@@ -81,22 +81,25 @@ class Stand:
             raise
         self.ways = [
             Way("direct", f"http://{upstream}/predict"),
-            Way("nginx", f"{self.nginx.base}/predict"),
-            Way("minimal", f"{self.minimal.base}/predict", workers=tuple(self.minimal.worker_pids())),
+            Way("nginx", f"{self.nginx.base}/predict", processes=_family(self.nginx.process)),
+            Way(
+                "minimal",
+                f"{self.minimal.base}/predict",
+                workers=tuple(self.minimal.worker_pids()),
+                processes=_family(self.minimal.process),
+            ),
             Way(
                 "service",
                 f"{web.base}/api/models/{model_id}/infer",
                 s.user_authorization,
                 tuple(web.worker_pids()),
+                _family(web.process),
             ),
         ]
 
     def pids(self) -> list[int]:
-        """Every process that serves the warm path: gunicorns, nginx, the model's server."""
-        out = [self._model_pid]
-        for process in (self._web.process, self.minimal.process, self.nginx.process):
-            out += [process.pid, *process.children()]
-        return out
+        """Every process that serves the warm path: the proxies and the model's server."""
+        return [self.model_pid, *(pid for way in self.ways for pid in way.processes)]
 
     def stop(self) -> None:
         self.minimal.stop()
@@ -105,15 +108,15 @@ class Stand:
 
 def measure(stand: Stand, reps: int, seconds: int, concurrencies=CONCURRENCIES, cpus: str = "") -> Pass:
     """One pass: {concurrency: [one Rep per repetition]}; cpus pins wrk (taskset list)."""
-    ways, pids = stand.ways, stand.pids()
+    ways = stand.ways
     for way in ways:  # warm-up: connection pools, token cache, code paths
-        _sample(way, 32, 1, cpus, pids)
+        _sample(stand, way, 32, 1, cpus)
     results: Pass = {}
     for c in concurrencies:
         results[c] = []
         for rep in range(reps):
             order = ways if rep % 2 == 0 else ways[::-1]
-            got = {way.name: _sample(way, c, seconds, cpus, pids) for way in order}
+            got = {way.name: _sample(stand, way, c, seconds, cpus) for way in order}
             results[c].append(got)
             logger.info(
                 "warm c=%s rep %s: %s",
@@ -126,20 +129,30 @@ def measure(stand: Stand, reps: int, seconds: int, concurrencies=CONCURRENCIES, 
     return results
 
 
-def _sample(way: Way, c: int, seconds: int, cpus: str, stand: list[int]) -> Sample:
-    """One wrk run, with the web workers' CPU and what the rest of the machine used meanwhile."""
-    before = cpu_seconds(list(way.workers)) if way.workers else 0.0
-    ours, machine, began = _ours(stand), busy_cpu_seconds(), time.monotonic()
+def _sample(stand: Stand, way: Way, c: int, seconds: int, cpus: str) -> Sample:
+    """One wrk run; the CPU of the web workers, of the whole path, and of the rest of the machine."""
+    path, everything = [stand.model_pid, *way.processes], stand.pids()
+    workers, on_path, ours = _cpu(way.workers), _cpu(path) + _wrk_cpu(), _cpu(everything) + _wrk_cpu()
+    machine, began = busy_cpu_seconds(), time.monotonic()
     result = run_wrk(way.url, c, seconds, way.authorization, cpus)
-    used = _ours(stand) - ours
-    others = (busy_cpu_seconds() - machine - used) / (time.monotonic() - began)
+    elapsed, wrk = time.monotonic() - began, _wrk_cpu()
+    others = (busy_cpu_seconds() - machine - (_cpu(everything) + wrk - ours)) / elapsed
     if result.errors or result.non2xx or not result.requests:
         raise BenchError(f"{way.url} at c={c}: {result.errors} socket errors, {result.non2xx} non-2xx answers")
-    cpu = (cpu_seconds(list(way.workers)) - before) / result.requests if way.workers else None
-    return Sample(result, cpu, max(0.0, others), used / result.requests)
+    cpu = (_cpu(way.workers) - workers) / result.requests if way.workers else None
+    return Sample(result, cpu, max(0.0, others), (_cpu(path) + wrk - on_path) / result.requests)
 
 
-def _ours(stand: list[int]) -> float:
-    """CPU seconds of the stand's processes and of the finished wrk runs (this process's children)."""
+def _cpu(pids) -> float:
+    return cpu_seconds(list(pids)) if pids else 0.0
+
+
+def _wrk_cpu() -> float:
+    """CPU seconds of the finished wrk runs (this process's waited-for children)."""
     done = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return cpu_seconds(stand) + done.ru_utime + done.ru_stime
+    return done.ru_utime + done.ru_stime
+
+
+def _family(process) -> tuple[int, ...]:
+    """A process and its children (gunicorn's or nginx's master and workers)."""
+    return (process.pid, *process.children())
