@@ -3,9 +3,11 @@
 Two kinds of throughput fraction are given. The measured one (requests per second of a way over
 another's, within one repetition) is what the targets are about; on a machine that other work
 also keeps busy it moves with the CPU share each way happens to get. The fraction per
-CPU-second (requests per CPU-second of the whole path: wrk, the proxies and the model) hardly
-moves with that load; where both ways are CPU-bound, as the two Flask proxies are at c=32, it is
-the throughput fraction a machine to itself would give.
+CPU-second (requests per CPU-second of the whole path: wrk, the way's proxy processes and the
+model's server) hardly moves with that load; where both ways are CPU-bound, as the two Flask
+proxies are at c=32, it is the throughput fraction a machine to itself would give. (The
+service's PostgreSQL and background process are not on the path: a warm inference does not
+wait for them.)
 """
 
 from __future__ import annotations
