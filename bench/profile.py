@@ -107,34 +107,50 @@ def inclusive(stacks: Counter, within: str = "inference_app") -> list[tuple[str,
     return [(name, count / total) for name, count in seen.most_common(TOP)]
 
 
-def section(profiles: dict[str, Counter], titles: dict[str, str], seconds: int, files: dict[str, Path]) -> str:
-    """Markdown: package shares side by side, then the service's heaviest functions."""
-    shares = {way: by_package(stacks) for way, stacks in profiles.items()}
-    names = sorted({n for s in shares.values() for n in s}, key=lambda n: -max(s.get(n, 0) for s in shares.values()))
+def section(
+    profiles: dict[str, Counter],
+    titles: dict[str, str],
+    seconds: int,
+    files: dict[str, Path],
+    requests: dict[str, int],
+) -> str:
+    """Markdown: each package's Python time per request side by side, then the service's heaviest functions."""
     ways = list(profiles)
+    per_request = {
+        way: {name: share * sum(profiles[way].values()) / RATE / max(1, requests[way]) for name, share in shares}
+        for way in ways
+        for shares in [by_package(profiles[way]).items()]
+    }
+    names = sorted(
+        {n for s in per_request.values() for n in s}, key=lambda n: -max(s.get(n, 0) for s in per_request.values())
+    )
     lines = [
-        f"py-spy ({RATE} samples/s per web worker, the thread holding the GIL) during one more {seconds} s run "
-        "at c=32 for each; collapsed stacks in "
+        f"py-spy ({RATE} samples/s per web worker, the thread holding the GIL: Python running, not "
+        f"waiting) during one more {seconds} s run at c=32 for each; collapsed stacks in "
         + ", ".join(f"`{files[w].name}`" for w in ways)
-        + " under test-artifacts/bench/.",
-        "",
-        "Share of the samples by the package of the innermost frame (where the time is spent):",
+        + " under test-artifacts/bench/. Python time per request, by the package of the innermost "
+        "frame (where the time is spent):",
         "",
         "| Package | " + " | ".join(titles[w] for w in ways) + " |",
         "|---|" + "---|" * len(ways),
     ]
     for name in names[:TOP]:
-        lines.append(f"| {name} | " + " | ".join(f"{shares[w].get(name, 0):.1%}" for w in ways) + " |")
-    lines.append(
-        "| *samples* | " + " | ".join(f"{sum(profiles[w].values()):,}" for w in ways) + " |",
-    )
+        lines.append(f"| {name} | " + " | ".join(_us(per_request[w].get(name, 0)) for w in ways) + " |")
+    lines += [
+        "| *all* | " + " | ".join(_us(sum(per_request[w].values())) for w in ways) + " |",
+        "| *samples, requests* | " + " | ".join(f"{sum(profiles[w].values()):,}, {requests[w]:,}" for w in ways) + " |",
+    ]
     if "service" in profiles:
         lines += [
             "",
-            "The service's own functions by the share of samples they are on the stack for:",
+            "The service's own functions by the share of its samples they are on the stack for:",
             "",
             "| Function | Share |",
             "|---|---|",
             *[f"| `{name}` | {share:.1%} |" for name, share in inclusive(profiles["service"])],
         ]
     return "\n".join(lines)
+
+
+def _us(seconds: float) -> str:
+    return f"{seconds * 1e6:,.0f} µs"

@@ -256,13 +256,13 @@ PROFILE_SECONDS = 5
 
 def _profile(s: Session, stand: Stand) -> str:
     """py-spy on the minimal proxy's and the service's web workers, one run at c=32 each."""
-    stacks, files = {}, {}
+    stacks, files, requests = {}, {}, {}
     for way in stand.ways:
         if not way.workers:
             continue
         files[way.name] = s.cfg.artifacts / f"profile-{way.name}.txt"
         spies = profile.record(list(way.workers), PROFILE_SECONDS, files[way.name])
-        run_wrk(way.url, THROUGHPUT_C, PROFILE_SECONDS, way.authorization, s.cfg.wrk_cpus)
+        requests[way.name] = run_wrk(way.url, THROUGHPUT_C, PROFILE_SECONDS, way.authorization, s.cfg.wrk_cpus).requests
         stacks[way.name] = profile.collect(spies, list(way.workers), files[way.name])
         logger.info("profiled %s: %s samples in %s", way.name, sum(stacks[way.name].values()), files[way.name])
-    return profile.section(stacks, TITLES, PROFILE_SECONDS, files)
+    return profile.section(stacks, TITLES, PROFILE_SECONDS, files, requests)
