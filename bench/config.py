@@ -11,7 +11,7 @@ FAST_ECHO = "inference-bench/fast-echo:1"
 IRIS = "inference-examples/iris:1"
 INSTANCE = "bench"
 PREFIX = "bench"
-DATABASE = "inference_bench"
+DATABASE = "inference_bench"  # BENCH_DATABASE overrides it (one database per concurrent bench)
 
 
 class BenchError(RuntimeError):
@@ -24,9 +24,14 @@ class BenchConfig:
     kafka_bootstrap: str
     reps: int
     artifacts: Path
+    warm_seconds: int = 2
+    warm_reps: int = 6
+    warm_passes: int = 2
+    wrk_cpus: str = ""  # a taskset CPU list for wrk; "" leaves it to the scheduler
+    profile: bool = False  # py-spy on the web workers after the warm-path passes
 
     @classmethod
-    def from_env(cls, reps: int) -> BenchConfig:
+    def from_env(cls, reps: int, **options) -> BenchConfig:
         server = os.environ.get("BENCH_DATABASE_SERVER") or _server_of(os.environ.get("DATABASE_URL", ""))
         if not server:
             raise BenchError("set DATABASE_URL (scripts/bench.sh does it with scripts/provision.sh)")
@@ -36,10 +41,11 @@ class BenchConfig:
         artifacts = ROOT / "test-artifacts" / "bench"
         artifacts.mkdir(parents=True, exist_ok=True)
         return cls(
-            database_url=f"{server}/{DATABASE}",
+            database_url=f"{server}/{os.environ.get('BENCH_DATABASE') or DATABASE}",
             kafka_bootstrap=kafka,
             reps=reps,
             artifacts=artifacts,
+            **options,
         )
 
 

@@ -66,10 +66,13 @@ def rebuild(url: str, env: dict[str, str], log: Path) -> None:
         raise BenchError(f"flask db upgrade failed; see {log}")
 
 
-def empty_tables(url: str) -> None:
-    """Every table but alembic_version emptied, ids restarted."""
+def empty_tables(url: str, keep: tuple[str, ...] = ()) -> None:
+    """Every table but alembic_version and `keep` emptied, ids restarted."""
     with cursor(url) as cur:
-        cur.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'alembic_version'")
+        cur.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> ALL(%s)",
+            (["alembic_version", *keep],),
+        )
         names = ", ".join(f'"{row[0]}"' for row in cur.fetchall())
         if names:
             cur.execute(f"TRUNCATE {names} RESTART IDENTITY CASCADE")

@@ -26,11 +26,13 @@ WORKERS = 4
 BODY = b'{"instances": [[5.1, 3.5, 1.4, 0.2]]}'
 
 
-def _post(host: str, port: int, path: str) -> tuple[int, float, str]:
+def _post(host: str, port: int, path: str, authorization: str) -> tuple[int, float, str]:
     began = time.perf_counter()
     conn = http.client.HTTPConnection(host, port, timeout=120)
     try:
-        conn.request("POST", path, body=BODY, headers={"Content-Type": "application/json"})
+        conn.request(
+            "POST", path, body=BODY, headers={"Content-Type": "application/json", "Authorization": authorization}
+        )
         response = conn.getresponse()
         response.read()
         return (
@@ -42,7 +44,7 @@ def _post(host: str, port: int, path: str) -> tuple[int, float, str]:
         conn.close()
 
 
-def fire(url: str, count: int) -> list[tuple[int, float, str]]:
+def fire(url: str, count: int, authorization: str) -> list[tuple[int, float, str]]:
     """`count` threads released together, one request each: (status, seconds, X-Cold-Start)."""
     parts = urlsplit(url)
     gate = threading.Barrier(count)
@@ -51,7 +53,7 @@ def fire(url: str, count: int) -> list[tuple[int, float, str]]:
     def one(i: int) -> None:
         gate.wait()
         try:
-            results[i] = _post(parts.hostname, parts.port, parts.path)
+            results[i] = _post(parts.hostname, parts.port, parts.path, authorization)
         except Exception as exc:  # counted as a failure below
             results[i] = (0, 0.0, exc.__class__.__name__)
 
@@ -71,14 +73,14 @@ def run(s: Session, web: Web) -> list[Row]:
     for rep in range(s.cfg.reps):
         s.call(web, "POST", f"/api/models/{model_id}/stop")
         s.wait_stopped(web, model_id)
-        status, took, cold = _post(parts.hostname, parts.port, parts.path)
+        status, took, cold = _post(parts.hostname, parts.port, parts.path, s.user_authorization)
         if status != 200 or cold != "true":
             raise BenchError(f"lone cold request: {status} cold={cold}")
         lone.append(took)
         s.call(web, "POST", f"/api/models/{model_id}/stop")
         s.wait_stopped(web, model_id)
         since = time.time()
-        results = fire(url, HERD)
+        results = fire(url, HERD, s.user_authorization)
         failed = [r for r in results if r is None or r[0] != 200]
         if failed:
             raise BenchError(f"herd: {len(failed)} of {HERD} requests failed, e.g. {failed[0]}")

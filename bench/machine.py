@@ -69,3 +69,14 @@ def _os_name() -> str:
     except OSError:
         pass
     return "unknown"
+
+
+def busy_cpu_seconds() -> float:
+    """CPU time the machine has spent busy at normal priority, from /proc/stat.
+
+    Idle, iowait and the time of niced processes (nice > 0: builds in the background, which
+    yield to the benchmark's processes) are left out.
+    """
+    with open("/proc/stat") as handle:
+        user, _nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in handle.readline().split()[1:9])
+    return (user + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")

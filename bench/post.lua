@@ -1,7 +1,12 @@
 -- wrk script: POST a small JSON inference body; print one machine-readable summary line.
+-- BENCH_AUTHORIZATION (environment), when set, is sent as the Authorization header.
 wrk.method = "POST"
 wrk.body = '{"instances": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.1, 4.7, 1.5]]}'
 wrk.headers["Content-Type"] = "application/json"
+local authorization = os.getenv("BENCH_AUTHORIZATION")
+if authorization and authorization ~= "" then
+  wrk.headers["Authorization"] = authorization
+end
 
 done = function(summary, latency, requests)
   local e = summary.errors

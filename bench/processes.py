@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 import secrets
 
-from service_process import Process, Web, start_worker
+from service_process import BIN, Process, Web, free_port, start_worker
 from service_process import service_env as process_env
 
 from .config import INSTANCE, PREFIX, BenchError
 
-__all__ = ["Process", "Web", "cpu_seconds", "rss_mb", "service_env", "start_worker"]
+__all__ = ["BIN", "Process", "Web", "cpu_seconds", "free_port", "rss_mb", "service_env", "start_worker"]
 
 _SECRET = secrets.token_hex(16)
 

@@ -42,12 +42,14 @@ def ms(seconds: float, digits: int = 1) -> str:
 
 def document(
     machine: list[tuple[str, str]],
+    configuration: list[tuple[str, str]],
     rows: list[Row],
+    sections: list[tuple[str, str]],
     notes: list[str],
     loads: list[tuple[str, str]],
     minutes: float,
 ) -> str:
-    """docs/benchmarks.md: how to reproduce, the machine, the table, the load and the notes."""
+    """docs/benchmarks.md: the machine, the service's configuration, the table, details, load, notes."""
     parts = [
         "# Benchmarks",
         "",
@@ -61,10 +63,18 @@ def document(
         *[f"- {k}: {v}" for k, v in machine],
         f"- Run took {minutes:.1f} min",
         "",
+        "## The service's configuration",
+        "",
+        *[f"- {k}: {v}" for k, v in configuration],
+        "",
         "## Results",
         "",
         markdown_table(rows),
         "",
+    ]
+    for title, text in sections:
+        parts += [f"## {title}", "", text, ""]
+    parts += [
         "## Load on the machine (1/5/15-minute load average at each stage's start)",
         "",
         *[f"- {stage}: {load}" for stage, load in loads],

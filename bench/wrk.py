@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -34,26 +35,47 @@ def wrk_version() -> str:
     return (out.stdout or out.stderr).split("Copyright")[0].strip()
 
 
-def run_wrk(url: str, connections: int, seconds: int) -> WrkResult:
-    """Closed-loop load: `connections` keep-alive connections, each sending as fast as answered."""
+def cpu_list(cpus: str) -> list[int]:
+    """A taskset CPU list ("1", "0,1", "0-1") as the CPUs it names."""
+    out: list[int] = []
+    for part in cpus.split(","):
+        first, _, last = part.strip().partition("-")
+        out += list(range(int(first), int(last or first) + 1))
+    return out
+
+
+def run_wrk(
+    url: str,
+    connections: int,
+    seconds: int,
+    authorization: str = "",
+    cpus: str = "",
+) -> WrkResult:
+    """Closed-loop load: `connections` keep-alive connections, each sending as fast as answered.
+
+    authorization: the Authorization header to send; cpus: a taskset CPU list to pin wrk to
+    (one wrk thread per pinned CPU, at most two).
+    """
     if shutil.which("wrk") is None:
         raise BenchError("wrk is missing (apt-get install -y wrk; scripts/bench.sh does it)")
-    threads = min(connections, 2)
+    threads = min(connections, 2, len(cpu_list(cpus)) if cpus else 2)
     args = [
+        *(["taskset", "-c", cpus] if cpus else []),
         "wrk",
         "-t",
         str(threads),
         "-c",
         str(connections),
         "-d",
-        f"{int(seconds)}s",
+        f"{max(1, int(seconds))}s",
         "--timeout",
         "10s",
         "-s",
         str(SCRIPT),
         url,
     ]
-    out = subprocess.run(args, capture_output=True, text=True, timeout=seconds + 30)
+    env = {**os.environ, "BENCH_AUTHORIZATION": authorization}
+    out = subprocess.run(args, capture_output=True, text=True, timeout=seconds + 30, env=env)
     line = next((ln for ln in out.stdout.splitlines() if ln.startswith("BENCH_JSON ")), None)
     if out.returncode != 0 or line is None:
         raise BenchError(f"wrk failed ({out.returncode}): {out.stderr.strip() or out.stdout.strip()}")
