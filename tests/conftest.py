@@ -21,6 +21,7 @@ import docker
 import pytest
 from service_process import service_env as process_env
 from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 from werkzeug.serving import make_server
 
 from inference_app import create_app
@@ -143,10 +144,19 @@ def database(database_url):
     return PG_URL
 
 
-def _truncate() -> None:
+def _truncate(attempts: int = 5) -> None:
+    """Empty every table; a deadlock with a straggling writer of the test before is tried again."""
     names = ", ".join(t.name for t in db.metadata.sorted_tables)
-    db.session.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
-    db.session.commit()
+    for attempt in range(attempts):
+        try:
+            db.session.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+            db.session.commit()
+            return
+        except OperationalError as exc:
+            db.session.rollback()
+            if getattr(exc.orig, "pgcode", None) != "40P01" or attempt == attempts - 1:
+                raise
+            time.sleep(0.2)
 
 
 @contextmanager

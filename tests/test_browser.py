@@ -146,7 +146,7 @@ def test_a_start_that_never_gets_ready_shows_progress_then_the_reason(open_page,
     expect(live.locator(".progress")).to_have_count(0)
 
 
-@pytest.mark.settings(max_running_containers=2)
+@pytest.mark.settings(max_running_containers=2, max_running_per_owner=2)
 def test_model_detail_and_running_views(open_page, client, register):
     first, second = register(model_name="echo-a"), register(model_name="echo-b")
     iris = register(**EXAMPLE)

@@ -46,8 +46,9 @@ class InferenceContext:
         self._activity.start(db.engine)
         return self._activity
 
-    def close(self) -> None:
-        """Flush and close the activity ledger (app teardown, process exit); it restarts on next use."""
+    def close(self, starts_timeout: float = 10.0) -> None:
+        """Let queued starts finish (bounded), then flush and close the activity ledger (app teardown, exit)."""
+        self.starts.wait_idle(starts_timeout)
         self._activity.close()
 
     @property

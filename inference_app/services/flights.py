@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -90,3 +91,14 @@ class StartQueue:
 
         executor.submit(run)
         return True
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no start queued here is pending or running; False if some still are at the timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                if not self._pending:
+                    return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
