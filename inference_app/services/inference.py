@@ -152,7 +152,9 @@ def _infer_entered(model: ModelView, body: bytes, headers, request_id: str, quer
                 raise
             # Something was sent over a broken connection: repeat it only on another replica, and
             # only if this one is gone (never twice to a model that may have crashed on it).
-            broken = isinstance(exc, ConnectionBroken)
+            # a broken connection, or one closed without an answer (as a proxy does for an instance
+            # being killed): let the runtime see the instance end before judging it
+            broken = isinstance(exc, (ConnectionBroken, NoAnswer))
             gone = lifecycle.report_unreachable(model_id, route.endpoint, settle=broken)
             others = [r for r in routes if r.endpoint.instance_id != route.endpoint.instance_id]
             if isinstance(exc, NoAnswer) and not gone:
