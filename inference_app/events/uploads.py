@@ -15,7 +15,6 @@ import io
 import json
 from collections import Counter
 from collections.abc import Sequence
-from datetime import datetime
 from functools import cache
 
 from sqlalchemy import (
@@ -44,12 +43,12 @@ from ..extensions import db
 from ..models import IngestedEvent, ServedModel, utcnow
 from ..services import registry
 from ..services.lifecycle.transitions import NEW_MODEL
-from .contract import Upload
+from .contract import UNDATED, Upload
 
 UPLOADED = "model.uploaded"
 COPY_CHUNK = 1 << 20  # bytes psycopg2 sends per CopyData message
+NULL = "\\N"  # in COPY's text format
 NUL_REFUSED = "A string literal cannot contain NUL (0x00) characters."  # psycopg2's own words
-_ESCAPED = ("\\", "\t", "\n", "\r")
 
 # The staging table lives as long as the database session; its rows as long as the transaction.
 STAGED = Table(
@@ -199,60 +198,50 @@ def _rounds(uploads: Sequence[Upload]) -> list[int]:
 def _copy_text(uploads: Sequence[Upload], rounds: list[int]) -> bytes:
     """The uploads as COPY text rows, in STAGED's column order; refuses what PostgreSQL would."""
     lines = []
+    undated = UNDATED.isoformat()
     for seq, (upload, depth) in enumerate(zip(uploads, rounds, strict=True)):
         reg, pos = upload.registration, upload.position
-        fields = (
-            str(seq),
-            str(depth),
-            _text(upload.event_id),
-            _text(pos.topic),
-            str(pos.partition),
-            str(pos.offset),
-            _time(upload.occurred_at),
-            _time(upload.order_time),
-            _text(reg.user_id),
-            _text(reg.model_name),
-            _text(reg.version),
-            _text(reg.image),
-            str(reg.port),
-            _text(reg.health_path),
-            _text(reg.predict_path),
-            _json(reg.env),
-            _number(reg.memory_bytes),
-            _number(reg.cpus),
-            _number(reg.idle_timeout_seconds),
-            str(reg.min_replicas),
-            str(reg.max_replicas),
-            str(reg.target_concurrency),
-            _json(reg.metadata),
+        texts = (
+            upload.event_id or "",
+            pos.topic,
+            reg.user_id,
+            reg.model_name,
+            reg.version,
+            reg.image,
+            reg.health_path,
+            reg.predict_path,
         )
-        lines.append("\t".join(fields))
-    lines.append("")
-    text = "\n".join(lines)
+        joined = "\t".join(texts)
+        # Validation leaves no tab, line break or backslash in these; should one come anyway, escape them.
+        if joined.count("\t") != len(texts) - 1 or "\\" in joined or "\n" in joined or "\r" in joined:
+            texts = tuple(_text(text) for text in texts)
+        event_id, topic, user_id, model_name, version, image, health_path, predict_path = texts
+        occurred = NULL if upload.occurred_at is None else upload.occurred_at.isoformat()
+        lines.append(
+            f"{seq}\t{depth}\t{event_id or NULL}\t{topic}\t{pos.partition}\t{pos.offset}"
+            f"\t{occurred}\t{undated if upload.occurred_at is None else occurred}"
+            f"\t{user_id}\t{model_name}\t{version}\t{image}\t{reg.port}\t{health_path}\t{predict_path}"
+            f"\t{_json(reg.env)}\t{_number(reg.memory_bytes)}\t{_number(reg.cpus)}"
+            f"\t{_number(reg.idle_timeout_seconds)}\t{reg.min_replicas}\t{reg.max_replicas}\t{reg.target_concurrency}"
+            f"\t{_json(reg.metadata)}\n"
+        )
+    text = "".join(lines)
     if "\x00" in text:
         raise ValueError(NUL_REFUSED)
     return text.encode("utf-8")  # lone surrogates: UnicodeEncodeError, a refusal like psycopg2's
 
 
-def _text(value: str | None) -> str:
-    if value is None:
-        return "\\N"
-    for char in _ESCAPED:
-        if char in value:
-            return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
-    return value
+def _text(value: str) -> str:
+    """A value as COPY's text format writes it."""
+    return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
 def _json(value) -> str:
-    return _text(json.dumps(value)) if value else "{}"
+    return json.dumps(value).replace("\\", "\\\\") if value else "{}"
 
 
 def _number(value: float | None) -> str:
-    return "\\N" if value is None else repr(value)
-
-
-def _time(value: datetime | None) -> str:
-    return "\\N" if value is None else value.isoformat()
+    return NULL if value is None else repr(value)
 
 
 _NEW_MODEL_PARAMS = {f"new_{name}": value for name, value in NEW_MODEL.items()}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -73,6 +74,7 @@ OPTIONAL = (
     "metadata",
 )
 FIELDS = REQUIRED + OPTIONAL
+_METADATA_JSON = json.JSONEncoder(default=str).encode  # (one encoder: json.dumps(default=) builds one a call)
 
 
 @dataclass
@@ -195,6 +197,17 @@ def json_safety_problem(value: Any, depth: int = 1, where: str = "") -> str | No
     return None
 
 
+def plain_json_text(text: str) -> bool:
+    """Whether a JSON text, decoded with NaN and infinities refused, surely passes json_safety_problem,
+    even with its values kept one level deeper (unknown fields of an event go into metadata).
+
+    In valid JSON text a NUL character or a lone surrogate can only be written as a \\u escape,
+    and a value nested too deep needs more brackets than this allows. A text that is not plain
+    is walked with json_safety_problem; most events are plain, and this test costs far less.
+    """
+    return "\\u" not in text and text.count("{") + text.count("[") < MAX_JSON_DEPTH - 1
+
+
 def _text_problem(text: Any, where: str) -> str | None:
     if not isinstance(text, str):
         return None
@@ -219,10 +232,13 @@ def _label(key: Any) -> str:
     return text if text.isprintable() and _encodable(text) else repr(text.encode("utf-8", "backslashreplace"))[2:-1]
 
 
-def validate_registration(data: Any, settings: Settings, keep_unknown: bool = False) -> Registration:
+def validate_registration(
+    data: Any, settings: Settings, keep_unknown: bool = False, plain_json: bool = False
+) -> Registration:
     """Check a registration body; raise InvalidInput naming the first field at fault.
 
     keep_unknown: the Kafka contract keeps unknown fields in metadata; the API refuses them.
+    plain_json: the body was decoded from a text plain_json_text accepts (its metadata needs no walk).
     """
     if not isinstance(data, Mapping):
         raise InvalidInput("the body must be a JSON object")
@@ -259,10 +275,10 @@ def validate_registration(data: Any, settings: Settings, keep_unknown: bool = Fa
         for key in unknown:
             reg.metadata.setdefault(str(key)[:128], data[key])
     # depth 2: metadata sits one level inside the registration
-    problem = json_safety_problem(reg.metadata, depth=2, where="metadata")
+    problem = None if plain_json else json_safety_problem(reg.metadata, depth=2, where="metadata")
     if problem:
         raise InvalidInput(problem, field="metadata")
-    if len(json.dumps(reg.metadata, default=str)) > MAX_METADATA_BYTES:
+    if len(_METADATA_JSON(reg.metadata)) > MAX_METADATA_BYTES:
         raise InvalidInput(f"metadata must be at most {MAX_METADATA_BYTES} bytes of JSON", field="metadata")
     return reg
 
@@ -337,10 +353,14 @@ def _memory(value: Any, settings: Settings) -> int:
         amount = parse_memory("memory", value)
     except ValueError as exc:
         raise InvalidInput(str(exc), field="memory") from None
-    maximum = parse_memory("MAX_MEMORY", settings.max_memory)
-    if amount > maximum:
+    if amount > _max_memory(settings.max_memory):
         raise InvalidInput(f"memory must be at most {settings.max_memory} on this service", field="memory")
     return amount
+
+
+@functools.lru_cache(maxsize=8)
+def _max_memory(setting: str) -> int:
+    return parse_memory("MAX_MEMORY", setting)
 
 
 def _cpus(value: Any, settings: Settings) -> float:
