@@ -350,7 +350,7 @@ def _image(value: Any, allowed_prefixes: tuple[str, ...]) -> str:
 
 def _memory(value: Any, settings: Settings) -> int:
     try:
-        amount = parse_memory("memory", value)
+        amount = _memory_size(value) if isinstance(value, str) else parse_memory("memory", value)
     except ValueError as exc:
         raise InvalidInput(str(exc), field="memory") from None
     if amount > _max_memory(settings.max_memory):
@@ -361,6 +361,12 @@ def _memory(value: Any, settings: Settings) -> int:
 @functools.lru_cache(maxsize=8)
 def _max_memory(setting: str) -> int:
     return parse_memory("MAX_MEMORY", setting)
+
+
+@functools.lru_cache(maxsize=256)
+def _memory_size(value: str) -> int:
+    # (cached: registrations name a few sizes, "512m", "1g", many times; a refusal is not cached)
+    return parse_memory("memory", value)
 
 
 def _cpus(value: Any, settings: Settings) -> float:
