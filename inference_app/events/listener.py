@@ -166,9 +166,7 @@ class KafkaListener:
         with ThreadPoolExecutor(1, thread_name_prefix="kafka-applier") as applier:
             try:
                 while not self._stop.is_set():
-                    # with a batch in flight, only what has arrived: its commit is not held back
-                    wait_ms = 0 if self._in_flight else 1000
-                    batch = consumer.poll(timeout_ms=wait_ms, max_records=self.settings.kafka_batch_size)
+                    batch = consumer.poll(timeout_ms=1000, max_records=self.settings.kafka_batch_size)
                     records = [r for part in batch.values() for r in part]
                     events = self._decode(records)  # while the batch before is being applied
                     self._finish(consumer)
