@@ -17,7 +17,7 @@ import psycopg2
 from sqlalchemy import select
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError, StatementError
 
-from ..coordination import insert_for, is_postgres
+from ..coordination import insert_for, is_postgres, lock_kafka_partitions
 from ..extensions import db
 from ..models import DeadLetter, IngestedEvent, utcnow
 from ..services import registry
@@ -97,6 +97,7 @@ def describe(exc: BaseException) -> str:
 
 def apply_batch(events: list[Decoded]) -> BatchResult:
     """Apply the events in order and commit; the caller commits Kafka offsets only after this."""
+    lock_kafka_partitions({(e.position.topic, e.position.partition) for e in events})
     result = BatchResult()
     letters: list[dict] = []
     live: list[Upload | Deletion] = []

@@ -8,8 +8,12 @@ It never talks to Docker: deletions are carried out by reconciliation.
 Two threads share the work: while PostgreSQL applies one batch (an "applier" thread, which
 waits on the database with the GIL released), the listener thread polls and decodes the next.
 One batch at most is in flight; its offsets are committed once it is applied, before the next
-one goes. A rebalance waits for it (InFlightGuard), so partitions never change hands while a
-batch of theirs is being applied.
+one goes, and only for the partitions this consumer still owns. Should a rebalance hand a
+partition to another consumer meanwhile, that one reads the batch again from the committed
+offset, and waits in PostgreSQL for this one to finish it (coordination.lock_kafka_partitions):
+the batch is applied twice in order, the second time as duplicates.
+(No kafka-python rebalance listener that would wait for the batch: with one registered and
+polls that do not wait, kafka-python 3.0.12 was seen to stop fetching for good after a rebalance.)
 """
 
 from __future__ import annotations
@@ -35,7 +39,6 @@ logger = logging.getLogger(__name__)
 MAX_BACKOFF = 30.0
 LAG_EVERY = 5.0
 EMPTY_ASSIGNMENT_LIMIT = 30.0
-REBALANCE_WAIT = 5.0  # seconds a rebalance waits for the batch in flight (the session timeout is 10 s)
 
 
 @dataclass
@@ -157,7 +160,7 @@ class KafkaListener:
         topics = [s.kafka_topic_uploaded, s.kafka_topic_deleted]
         for topic in topics:  # metadata first: subscribing before it is known can strand a consumer
             consumer.partitions_for_topic(topic)
-        consumer.subscribe(topics, listener=_in_flight_guard(self))
+        consumer.subscribe(topics)
         return consumer
 
     def _consume(self, consumer) -> None:
@@ -222,15 +225,6 @@ class KafkaListener:
             except Exception:  # the error that stops the loop is the one reported
                 pass
 
-    def wait_in_flight(self, timeout: float) -> None:
-        """A rebalance's wait (on kafka-python's IO thread) for the batch in flight to be applied."""
-        in_flight = self._in_flight
-        if in_flight is not None:
-            try:
-                in_flight.result.exception(timeout=timeout)
-            except TimeoutError:
-                logger.warning("a rebalance waited %.0f s for a batch still being applied; going on", timeout)
-
     def _measure_lag(self, consumer) -> None:
         parts = list(consumer.assignment())
         if not parts:
@@ -254,17 +248,3 @@ def _resume_at(records) -> dict:
     for record in records:
         last[TopicPartition(record.topic, record.partition)] = record.offset
     return {part: OffsetAndMetadata(offset + 1, "", -1) for part, offset in last.items()}
-
-
-def _in_flight_guard(listener: KafkaListener):
-    """A rebalance listener that holds a rebalance until the batch in flight is applied."""
-    from kafka import ConsumerRebalanceListener
-
-    class InFlightGuard(ConsumerRebalanceListener):
-        def on_partitions_revoked(self, revoked) -> None:
-            listener.wait_in_flight(REBALANCE_WAIT)
-
-        def on_partitions_assigned(self, assigned) -> None:
-            pass
-
-    return InFlightGuard()

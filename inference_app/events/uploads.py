@@ -1,8 +1,8 @@
 """Applying a batch's uploads to the registry and recording each in the audit log.
 
-On PostgreSQL in bulk: the uploads go to a temporary table in one COPY, and one statement per
-round upserts the models (registry.upsert_by_identity, under the staleness rule) and writes their
-audit rows. Sent as parameters of multi-row INSERTs, the same rows cost several times more CPU,
+On PostgreSQL in bulk: the uploads go to a temporary table in one COPY, one statement per
+round upserts the models (registry.upsert_by_identity, under the staleness rule) and notes which
+uploads applied, and one more writes a segment's audit rows. Sent as parameters of multi-row INSERTs, the same rows cost several times more CPU,
 in this process and in PostgreSQL, than applying them. Elsewhere (SQLite) row by row.
 
 Either way an upload is judged against the ones before it for the same model: several uploads for
@@ -28,7 +28,6 @@ from sqlalchemy import (
     Select,
     Table,
     Text,
-    and_,
     bindparam,
     case,
     func,
@@ -77,6 +76,7 @@ STAGED = Table(
     Column("max_replicas", Integer),
     Column("target_concurrency", Integer),
     Column("metadata", JSON),
+    Column("model_id", Integer),  # the model the upload wrote; NULL: not applied (yet), or stale
     prefixes=["TEMPORARY"],
     postgresql_on_commit="DELETE ROWS",
 )
@@ -116,14 +116,13 @@ class BulkUploads:
 
     def apply(self, indexes: list[int]) -> tuple[int, int]:
         """Apply these uploads (ascending indexes, none recorded) and audit them; (applied, stale)."""
-        applied = stale = 0
+        applied = 0
         now = utcnow()
+        span = {"lo": indexes[0], "hi": indexes[-1], "now": now}
         for depth in sorted({self.rounds[i] for i in indexes}):
-            params = {"lo": indexes[0], "hi": indexes[-1], "round": depth, "now": now, **_NEW_MODEL_PARAMS}
-            done, refused = db.session.execute(_round_statement(), params).one()
-            applied += done
-            stale += refused
-        return applied, stale
+            applied += db.session.execute(_round_statement(), {**span, "round_no": depth, **_NEW_MODEL_PARAMS}).scalar()
+        db.session.execute(_audit_statement(), span)  # in the uploads' order, whatever the rounds
+        return applied, len(indexes) - applied
 
     def _stage(self) -> None:
         db.session.execute(CreateTable(STAGED, if_not_exists=True))
@@ -196,7 +195,7 @@ def _rounds(uploads: Sequence[Upload]) -> list[int]:
 
 
 def _copy_text(uploads: Sequence[Upload], rounds: list[int]) -> bytes:
-    """The uploads as COPY text rows, in STAGED's column order; refuses what PostgreSQL would."""
+    """The uploads as COPY text rows, in STAGED's column order (model_id aside); refuses what PostgreSQL would."""
     lines = []
     undated = UNDATED.isoformat()
     for seq, (upload, depth) in enumerate(zip(uploads, rounds, strict=True)):
@@ -250,7 +249,8 @@ _NEW_MODEL_PARAMS = {f"new_{name}": value for name, value in NEW_MODEL.items()}
 @cache
 def _copy_sql() -> str:
     quote = postgresql.dialect().identifier_preparer.quote
-    return f"COPY {STAGED.name} ({', '.join(quote(c.name) for c in STAGED.c)}) FROM STDIN"
+    columns = ", ".join(quote(c.name) for c in STAGED.c if c.name != "model_id")
+    return f"COPY {STAGED.name} ({columns}) FROM STDIN"
 
 
 @cache
@@ -261,13 +261,10 @@ def _recorded_query() -> Select:
 
 @cache
 def _round_statement() -> Select:
-    """One round of a segment: upsert the models, write the audit rows, count (applied, stale)."""
-    staged, models, audit = STAGED, ServedModel.__table__, IngestedEvent.__table__
-    incoming = (
-        select(staged)
-        .where(staged.c.seq.between(bindparam("lo"), bindparam("hi")), staged.c.round == bindparam("round"))
-        .cte("incoming")
-    )
+    """One round of a segment: upsert the models, note each staged upload's model; count those applied."""
+    staged, models = STAGED, ServedModel.__table__
+    span = (staged.c.seq.between(bindparam("lo"), bindparam("hi")), staged.c.round == bindparam("round_no"))
+    incoming = select(staged).where(*span).cte("incoming")
     now = bindparam("now", type_=models.c.updated_at.type)
     written = {
         **{name: incoming.c[name] for name in ("user_id", "model_name", "version", *registry.REPLACED)},
@@ -281,33 +278,42 @@ def _round_statement() -> Select:
     source = select(*(value.label(name) for name, value in written.items()))
     upserted = registry.upsert_by_identity(postgresql.insert(models).from_select(list(written), source))
     upserted = upserted.cte("upserted")
-    joined = incoming.outerjoin(
-        upserted,
-        and_(
-            upserted.c.user_id == incoming.c.user_id,
-            upserted.c.model_name == incoming.c.model_name,
-            upserted.c.version == incoming.c.version,
-        ),
+    noted = (
+        staged.update()
+        .where(
+            *span,
+            staged.c.user_id == upserted.c.user_id,
+            staged.c.model_name == upserted.c.model_name,
+            staged.c.version == upserted.c.version,
+        )
+        .values(model_id=upserted.c.id)
+        .returning(staged.c.seq)
+        .cte("noted")
     )
+    return select(func.count()).select_from(noted)
+
+
+@cache
+def _audit_statement():
+    """A segment's audit rows, in the order the uploads came: applied (with the model) or stale."""
+    staged, audit = STAGED, IngestedEvent.__table__
     rows = (
         select(
-            incoming.c.event_id,
+            staged.c.event_id,
             literal(UPLOADED),
-            case((upserted.c.id.is_(None), "stale"), else_="applied"),
-            incoming.c.user_id,
-            incoming.c.model_name,
-            incoming.c.version,
-            upserted.c.id,
-            incoming.c.topic,
-            incoming.c.partition,
-            incoming.c.offset,
-            incoming.c.occurred_at,
-            now,
+            case((staged.c.model_id.is_(None), "stale"), else_="applied"),
+            staged.c.user_id,
+            staged.c.model_name,
+            staged.c.version,
+            staged.c.model_id,
+            staged.c.topic,
+            staged.c.partition,
+            staged.c.offset,
+            staged.c.occurred_at,
+            bindparam("now", type_=audit.c.applied_at.type),
         )
-        .select_from(joined)
-        .order_by(incoming.c.seq)
+        .where(staged.c.seq.between(bindparam("lo"), bindparam("hi")))
+        .order_by(staged.c.seq)
     )
     # a position or event_id recorded already (a batch seen again): nothing twice
-    audited = postgresql.insert(audit).from_select(list(AUDITED), rows).on_conflict_do_nothing().cte("audited")
-    applied = func.count(upserted.c.id)
-    return select(applied, func.count() - applied).select_from(joined).add_cte(audited)
+    return postgresql.insert(audit).from_select(list(AUDITED), rows).on_conflict_do_nothing()
