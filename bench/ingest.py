@@ -151,10 +151,14 @@ def through_listener(s: Session, topics: dict[str, str], name: str) -> Pass:
 def _backends_cpu(cur) -> dict[int, float] | None:
     """CPU seconds of the bench database's other backends (the listener's), or None if not readable here."""
     cur.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")
-    try:
-        return {pid: cpu_seconds([pid]) for (pid,) in cur.fetchall()}
-    except OSError:  # PostgreSQL on another machine (or a backend just gone): not reported
-        return None
+    pids = [pid for (pid,) in cur.fetchall()]
+    seconds = {}
+    for pid in pids:
+        try:
+            seconds[pid] = cpu_seconds([pid])
+        except OSError:  # a backend just gone (autovacuum), or PostgreSQL on another machine
+            continue
+    return seconds if seconds or not pids else None
 
 
 def _peak_rss_mb(pid: int) -> float:
