@@ -17,13 +17,20 @@ from hypothesis import strategies as st
 from sqlalchemy import select, text
 from waiting import wait_for
 
+from inference_app.config import Settings
 from inference_app.coordination import lock_kafka_partitions
-from inference_app.events.contract import Deletion, Position, Upload
+from inference_app.events.contract import Deletion, Position, Rejected, Upload, decode
 from inference_app.events.ingest import apply_batch
 from inference_app.extensions import db
 from inference_app.models import IngestedEvent, ServedModel
 from inference_app.services.context import context
-from inference_app.services.validation import json_safety_problem, plain_json_text, validate_registration
+from inference_app.services.validation import (
+    JSON_EXPANSION,
+    MAX_METADATA_BYTES,
+    json_safety_problem,
+    plain_json_text,
+    validate_registration,
+)
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 OFFSETS = count()
@@ -166,3 +173,41 @@ def test_plain_json_text_sends_escapes_and_deep_nesting_to_the_walk():
     assert not plain_json_text('{"a": "\\u0000"}') and not plain_json_text('{"a": "\\ud800"}')
     assert not plain_json_text('{"a": "\\u00e9"}')  # any \\u escape is walked, harmless or not
     assert not plain_json_text("{" + '"a": [' * 14 + "]" * 14 + "}")
+
+
+TEXTS = st.text(alphabet=st.characters(exclude_categories=["Cs"]), max_size=6)  # astral ones too
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.dictionaries(
+        TEXTS,
+        st.recursive(
+            st.none() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | TEXTS,
+            lambda inner: st.lists(inner, max_size=3) | st.dictionaries(TEXTS, inner, max_size=3),
+            max_leaves=20,
+        ),
+        max_size=4,
+    ),
+    st.booleans(),
+    st.sampled_from([(",", ":"), (", ", ": ")]),
+)
+def test_json_dumps_of_a_decoded_value_is_at_most_json_expansion_times_its_text(value, ascii_only, separators):
+    """The bound that lets validation skip measuring the metadata of a short event."""
+    text_ = json.dumps(value, ensure_ascii=ascii_only, separators=separators)
+    assert len(json.dumps(json.loads(text_), default=str)) <= JSON_EXPANSION * len(text_)
+
+
+@pytest.mark.parametrize("text_", ["9e15", "-9e15", "1e15", "[1,2,3]", '{"a":1,"b":[]}', '"\U0001f600"', '"\u00e9"'])
+def test_json_expansion_holds_for_the_widest_small_texts(text_):
+    assert len(json.dumps(json.loads(text_))) <= JSON_EXPANSION * len(text_)
+
+
+def test_metadata_over_the_limit_in_an_event_is_still_refused():
+    settings = Settings.from_env({"DATABASE_URL": "sqlite:///unused.db", "SECRET_KEY": "x" * 32})
+    event = {"user_id": "u", "model_name": "m", "image": ECHO, "metadata": {"blob": "x" * MAX_METADATA_BYTES}}
+    position = Position(settings.kafka_topic_uploaded, 0, 0)
+    decoded = decode(position, json.dumps(event).encode(), settings)
+    assert isinstance(decoded, Rejected) and "metadata must be at most" in decoded.reason
+    event["metadata"] = {"blob": "x" * 100, "emoji": "\U0001f600" * 40}
+    assert isinstance(decode(position, json.dumps(event).encode(), settings), Upload)

@@ -107,8 +107,7 @@ def _decode(position: Position, raw: bytes, settings: Settings, now: datetime) -
         return Rejected(position, f"payload is not JSON: {exc.__class__.__name__}: {str(exc)[:200]}", raw)
     if not isinstance(data, dict):
         return Rejected(position, f"payload must be a JSON object, got {type(data).__name__}", raw)
-    plain = plain_json_text(text)
-    problem = None if plain else json_safety_problem(data)
+    problem = None if plain_json_text(text) else json_safety_problem(data)
     if problem:
         return Rejected(position, f"payload refused: {problem}", raw)
     try:
@@ -121,7 +120,7 @@ def _decode(position: Position, raw: bytes, settings: Settings, now: datetime) -
         occurred_at = _timestamp(data.get("occurred_at"), now, settings.event_max_future_skew_seconds)
         body = {k: v for k, v in data.items() if k not in ENVELOPE}
         if kind == UPLOADED:
-            registration = validate_registration(body, settings, keep_unknown=True, plain_json=plain)
+            registration = validate_registration(body, settings, keep_unknown=True, json_text=text)
             return Upload(position, registration, event_id, occurred_at, raw)
         return Deletion(
             position,

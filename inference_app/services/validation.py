@@ -75,6 +75,11 @@ OPTIONAL = (
 )
 FIELDS = REQUIRED + OPTIONAL
 _METADATA_JSON = json.JSONEncoder(default=str).encode  # (one encoder: json.dumps(default=) builds one a call)
+# At most this many characters of json.dumps for each character of the JSON text a value was
+# decoded from: 12 for an astral character (two \u escapes); 18 from "9e15" (4.5 a character);
+# ", " and ": " for "," and ":". A metadata from a text this many times shorter than the
+# limit needs no measuring.
+JSON_EXPANSION = 12
 
 
 @dataclass
@@ -233,12 +238,13 @@ def _label(key: Any) -> str:
 
 
 def validate_registration(
-    data: Any, settings: Settings, keep_unknown: bool = False, plain_json: bool = False
+    data: Any, settings: Settings, keep_unknown: bool = False, json_text: str | None = None
 ) -> Registration:
     """Check a registration body; raise InvalidInput naming the first field at fault.
 
     keep_unknown: the Kafka contract keeps unknown fields in metadata; the API refuses them.
-    plain_json: the body was decoded from a text plain_json_text accepts (its metadata needs no walk).
+    json_text: the JSON text the body was decoded from (NaN and infinities refused), if any: when
+    it is plain (plain_json_text) and short (JSON_EXPANSION), the metadata checks cannot fail and are skipped.
     """
     if not isinstance(data, Mapping):
         raise InvalidInput("the body must be a JSON object")
@@ -275,10 +281,12 @@ def validate_registration(
         for key in unknown:
             reg.metadata.setdefault(str(key)[:128], data[key])
     # depth 2: metadata sits one level inside the registration
-    problem = None if plain_json else json_safety_problem(reg.metadata, depth=2, where="metadata")
+    plain = json_text is not None and plain_json_text(json_text)
+    problem = None if plain else json_safety_problem(reg.metadata, depth=2, where="metadata")
     if problem:
         raise InvalidInput(problem, field="metadata")
-    if len(_METADATA_JSON(reg.metadata)) > MAX_METADATA_BYTES:
+    short = json_text is not None and len(json_text) * JSON_EXPANSION <= MAX_METADATA_BYTES
+    if not short and len(_METADATA_JSON(reg.metadata)) > MAX_METADATA_BYTES:
         raise InvalidInput(f"metadata must be at most {MAX_METADATA_BYTES} bytes of JSON", field="metadata")
     return reg
 
