@@ -175,12 +175,7 @@ class KafkaListener:
         with ThreadPoolExecutor(1, thread_name_prefix="kafka-applier") as applier:
             try:
                 while not self._stop.is_set():
-                    batch = consumer.poll(timeout_ms=1000, max_records=self.settings.kafka_batch_size)
-                    records = [r for part in batch.values() for r in part]
-                    events = self._decode(records)  # while the batch before is being applied
-                    self._finish(consumer)
-                    if records:
-                        self._in_flight = InFlight(applier.submit(self._apply, events), _resume_at(records))
+                    self._take_next(consumer, applier)
                     now = time.monotonic()
                     if consumer.assignment():
                         unassigned_since = now
@@ -192,6 +187,18 @@ class KafkaListener:
                 self._finish(consumer)  # stopping: the last batch applied and its offsets committed
             finally:
                 self._drop_in_flight()  # failing: applied or not, it is read again (and recognised)
+
+    def _take_next(self, consumer, applier: ThreadPoolExecutor) -> None:
+        """Poll and decode the next batch while the one in flight is applied, then hand it over.
+
+        (A method of its own so that the records are let go of before the next poll.)
+        """
+        batch = consumer.poll(timeout_ms=1000, max_records=self.settings.kafka_batch_size)
+        records = [r for part in batch.values() for r in part]
+        events = self._decode(records)
+        self._finish(consumer)
+        if records:
+            self._in_flight = InFlight(applier.submit(self._apply, events), _resume_at(records))
 
     def _decode(self, records) -> list[Decoded]:
         return [decode(Position(r.topic, r.partition, r.offset), r.value, self.settings) for r in records]
