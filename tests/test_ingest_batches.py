@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from sqlalchemy import select, text
 from waiting import wait_for
 
+from inference_app import create_app
 from inference_app.config import Settings
 from inference_app.coordination import lock_kafka_partitions
 from inference_app.events.contract import Deletion, Position, Rejected, Upload, decode
@@ -60,8 +61,26 @@ def model(name: str = "churn") -> ServedModel:
     return found
 
 
+@pytest.fixture(params=["postgresql", "sqlite"])
+def ctx(request, tmp_path):
+    """An app context on PostgreSQL (uploads in bulk) or on SQLite (row by row): the same outcomes."""
+    if request.param == "postgresql":
+        app = request.getfixturevalue("app")
+    else:
+        app = create_app(
+            {"database_url": f"sqlite:///{tmp_path}/ingest.db", "run_background": "worker", "TESTING": True}
+        )
+        migrated = app.test_cli_runner().invoke(args=["db", "upgrade"])
+        assert migrated.exit_code == 0, migrated.output
+    with app.app_context():
+        yield
+        db.session.rollback()
+        if request.param == "sqlite":
+            db.engine.dispose()
+
+
 @pytest.fixture
-def ctx(app):
+def pg(app):
     with app.app_context():
         yield
         db.session.rollback()
@@ -103,7 +122,7 @@ def test_events_seen_in_an_earlier_batch_are_recognised_and_the_rest_applied(ctx
     assert [event_id for event_id, _, _ in audit()] == ["a1", "a2", "a3", None]
 
 
-def test_text_that_needs_escaping_in_copy_is_stored_exactly(ctx):
+def test_text_that_needs_escaping_in_copy_is_stored_exactly(pg):
     """Defence in depth behind validation: tabs, line breaks and backslashes reach the registry as they are."""
     odd = "registry.local/a\tb\\c\nd\re\\N"
     event = upload("odd", 1, name="odd")

@@ -2,8 +2,9 @@
 
 On PostgreSQL in bulk: the uploads go to a temporary table in one COPY, one statement per
 round upserts the models (registry.upsert_by_identity, under the staleness rule) and notes which
-uploads applied, and one more writes a segment's audit rows. Sent as parameters of multi-row INSERTs, the same rows cost several times more CPU,
-in this process and in PostgreSQL, than applying them. Elsewhere (SQLite) row by row.
+uploads applied, and one more writes a segment's audit rows. Sent as parameters of multi-row
+INSERTs, the same rows cost several times more CPU, in this process and in PostgreSQL, than
+applying them. Elsewhere (SQLite) row by row.
 
 Either way an upload is judged against the ones before it for the same model: several uploads for
 one identity go in successive rounds, as registry.upsert_registrations does.
