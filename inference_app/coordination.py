@@ -8,7 +8,7 @@ of the service is named here, and so is the one switch between the two dialects'
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import Table, func, text
@@ -23,6 +23,7 @@ BACKGROUND_LEADER_LOCK = 7_342_002  # session-scoped: the one active background 
 MIGRATION_LOCK = 7_342_003  # session-scoped: one process applies the migrations
 ACTIVITY_NAMESPACE = 7_342  # first key of the two-key locks (namespace, model id): requests in flight
 REPLICA_NAMESPACE = 7_343  # (namespace, replica row id): requests in flight on one replica of a model
+KAFKA_PARTITION_NAMESPACE = 7_344  # (namespace, hash of topic/partition): one batch of a partition at a time
 
 _local_lifecycle_lock = threading.RLock()
 
@@ -50,6 +51,21 @@ def lifecycle_transaction() -> Iterator:
         except BaseException:
             db.session.rollback()
             raise
+
+
+def lock_kafka_partitions(partitions: Iterable[tuple[str, int]]) -> None:
+    """Until the transaction ends, hold a lock per Kafka partition (topic, partition), taken in order.
+
+    Two consumers apply batches of one partition one after the other: after a rebalance the new
+    owner waits for the batch the old one still has in flight (PostgreSQL; a no-op on SQLite).
+    """
+    if not is_postgres():
+        return
+    for name in sorted({f"{topic}/{partition}" for topic, partition in partitions}):
+        db.session.execute(
+            text("SELECT pg_advisory_xact_lock(:namespace, hashtext(:name))"),
+            {"namespace": KAFKA_PARTITION_NAMESPACE, "name": name},
+        )
 
 
 def is_lock_conflict(exc: BaseException) -> bool:

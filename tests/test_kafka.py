@@ -105,6 +105,30 @@ def test_ten_thousand_events_with_duplicates_and_reordering_give_exactly_the_rig
     assert count(kafka_app, select(func.count()).select_from(DeadLetter)) == 0
 
 
+def test_a_second_listener_joining_mid_stream_loses_nothing_and_doubles_nothing(kafka_app, listener):
+    """The group rebalances while the first listener has a batch in flight: it is applied once."""
+    topics = kafka_app.config["TOPICS"]
+    events = 12_000
+    prod = producer()
+    for i in range(events):
+        send(prod, topics["kafka_topic_uploaded"], upload(i, event_id=f"r-{i}"), key=f"user{i % 7}/model-{i}")
+    prod.flush()
+    prod.close()
+    total = select(func.count()).select_from(IngestedEvent)
+    wait_for(lambda: count(kafka_app, total) >= 2000, 60, "ingestion never started")
+    second = KafkaListener(kafka_app, context_settings(kafka_app))
+    second.start()
+    try:
+        wait_for(lambda: caught_up(topics), 120, "the group never committed the end of the topic")
+        assert count(kafka_app, total) == events
+        assert count(kafka_app, select(func.count(func.distinct(IngestedEvent.event_id)))) == events
+        assert count(kafka_app, select(func.count()).select_from(ServedModel)) == events
+        assert count(kafka_app, select(func.count()).select_from(DeadLetter)) == 0
+        assert listener.applied + second.applied >= events
+    finally:
+        second.stop()
+
+
 def test_bad_events_are_dead_lettered_and_ingestion_continues(kafka_app, listener):
     topics = kafka_app.config["TOPICS"]
     up = topics["kafka_topic_uploaded"]

@@ -15,7 +15,13 @@ from typing import Any
 
 from ..config import Settings
 from ..errors import InvalidInput
-from ..services.validation import Registration, json_safety_problem, safe_name, validate_registration
+from ..services.validation import (
+    Registration,
+    json_safety_problem,
+    plain_json_text,
+    safe_name,
+    validate_registration,
+)
 
 UPLOADED = "model.uploaded"
 DELETED = "model.deleted"
@@ -94,14 +100,14 @@ def _decode(position: Position, raw: bytes, settings: Settings, now: datetime) -
     except UnicodeDecodeError as exc:
         return Rejected(position, f"payload is not JSON: it is not UTF-8 text (byte {exc.start} is invalid)", raw)
     try:
-        data = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+        data = _JSON.decode(text)
     except RecursionError:
         return Rejected(position, "payload is not JSON this service accepts: it is nested too deeply", raw)
     except ValueError as exc:
         return Rejected(position, f"payload is not JSON: {exc.__class__.__name__}: {str(exc)[:200]}", raw)
     if not isinstance(data, dict):
         return Rejected(position, f"payload must be a JSON object, got {type(data).__name__}", raw)
-    problem = json_safety_problem(data)
+    problem = None if plain_json_text(text) else json_safety_problem(data)
     if problem:
         return Rejected(position, f"payload refused: {problem}", raw)
     try:
@@ -114,7 +120,7 @@ def _decode(position: Position, raw: bytes, settings: Settings, now: datetime) -
         occurred_at = _timestamp(data.get("occurred_at"), now, settings.event_max_future_skew_seconds)
         body = {k: v for k, v in data.items() if k not in ENVELOPE}
         if kind == UPLOADED:
-            registration = validate_registration(body, settings, keep_unknown=True)
+            registration = validate_registration(body, settings, keep_unknown=True, json_text=text)
             return Upload(position, registration, event_id, occurred_at, raw)
         return Deletion(
             position,
@@ -138,6 +144,9 @@ def _finite_float(text: str) -> float:
     if number in (float("inf"), float("-inf")):
         raise ValueError(f"the number {text[:40]} is too large for a JSON number this service stores")
     return number
+
+
+_JSON = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
 
 
 def _event_id(value: Any) -> str | None:

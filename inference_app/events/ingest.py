@@ -13,14 +13,16 @@ import base64
 import logging
 from dataclasses import dataclass, field
 
+import psycopg2
 from sqlalchemy import select
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError, StatementError
 
-from ..coordination import insert_for
+from ..coordination import insert_for, is_postgres, lock_kafka_partitions
 from ..extensions import db
 from ..models import DeadLetter, IngestedEvent, utcnow
 from ..services import registry
 from .contract import Decoded, Deletion, Rejected, Upload
+from .uploads import BulkUploads, RowUploads, audit_row
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +57,7 @@ def apply_events(events: list[Decoded]) -> BatchResult:
     """
     try:
         return apply_batch(events)
-    except (SQLAlchemyError, ValueError) as exc:
+    except (SQLAlchemyError, psycopg2.Error, ValueError) as exc:
         db.session.rollback()
         if not refused(exc):
             raise
@@ -82,6 +84,8 @@ def refused(exc: Exception) -> bool:
     """Whether the database (or its driver) refused the data, as opposed to being unavailable."""
     if isinstance(exc, (DataError, IntegrityError, ValueError)):  # psycopg2 raises ValueError for NUL in text
         return True
+    if isinstance(exc, (psycopg2.DataError, psycopg2.IntegrityError)):  # from a COPY (uploads.BulkUploads)
+        return True
     return isinstance(exc, StatementError) and not isinstance(exc, DBAPIError)  # a value the driver cannot send
 
 
@@ -93,78 +97,71 @@ def describe(exc: BaseException) -> str:
 
 def apply_batch(events: list[Decoded]) -> BatchResult:
     """Apply the events in order and commit; the caller commits Kafka offsets only after this."""
+    lock_kafka_partitions({(e.position.topic, e.position.partition) for e in events})
     result = BatchResult()
-    audit: list[dict] = []
     letters: list[dict] = []
-    ids = [e.event_id for e in events if not isinstance(e, Rejected) and e.event_id]
-    seen = (
-        set(db.session.scalars(select(IngestedEvent.event_id).where(IngestedEvent.event_id.in_(ids)))) if ids else set()
-    )
-    pending: list[Upload] = []
-
-    def flush_uploads() -> None:
-        if not pending:
-            return
-        # stale (model_id None): the registry held data from a newer event, maybe earlier in this batch
-        model_ids = registry.upsert_registrations([registry.Versioned(u.registration, u.order_time) for u in pending])
-        for upload, model_id in zip(pending, model_ids, strict=True):
-            outcome = "applied" if model_id is not None else "stale"
-            result.applied += outcome == "applied"
-            result.stale += outcome == "stale"
-            reg = upload.registration
-            audit.append(_audit(upload, "model.uploaded", outcome, reg.user_id, reg.model_name, reg.version, model_id))
-        pending.clear()
-
+    live: list[Upload | Deletion] = []
+    in_batch: set[str] = set()
     for event in events:
         if isinstance(event, Rejected):
             result.dead_lettered += 1
             letters.append(_letter(event))
-            continue
-        if event.event_id and event.event_id in seen:
+        elif event.event_id and event.event_id in in_batch:
             result.duplicates += 1
-            continue
-        if event.event_id:
-            seen.add(event.event_id)
+        else:
+            if event.event_id:
+                in_batch.add(event.event_id)
+            live.append(event)
+    uploads = [e for e in live if isinstance(e, Upload)]
+    staged = (BulkUploads if is_postgres() else RowUploads)(uploads)
+    recorded = staged.recorded()  # (uploads, by index) seen before this batch
+    recorded_ids = _recorded_deletions([e for e in live if isinstance(e, Deletion)])
+    segment: list[int] = []  # the uploads since the last deletion, by index
+
+    def flush_uploads() -> None:
+        if segment:
+            applied, stale = staged.apply(segment)
+            result.applied += applied
+            result.stale += stale
+            segment.clear()
+
+    index = 0
+    for event in live:
         if isinstance(event, Upload):
-            pending.append(event)
+            if index in recorded:
+                result.duplicates += 1
+            else:
+                segment.append(index)
+            index += 1
+            continue
+        if event.event_id in recorded_ids:
+            result.duplicates += 1
             continue
         flush_uploads()  # a deletion applies after the uploads before it
         deleted = registry.mark_deleted(event.user_id, event.model_name, event.version, event.order_time)
         result.deleted_model_ids += deleted
         result.applied += 1
-        audit.append(
-            _audit(
-                event,
-                "model.deleted",
-                "applied",
-                event.user_id,
-                event.model_name,
-                event.version,
-                deleted[0] if deleted else None,
-            )
+        row = audit_row(
+            event,
+            "model.deleted",
+            "applied",
+            event.user_id,
+            event.model_name,
+            event.version,
+            deleted[0] if deleted else None,
         )
+        _insert_ignoring_repeats(IngestedEvent, [row])
     flush_uploads()
-    _insert_ignoring_repeats(IngestedEvent, audit)
     _insert_ignoring_repeats(DeadLetter, letters)
     db.session.commit()
     return result
 
 
-def _audit(event: Upload | Deletion, kind: str, outcome: str, user_id, model_name, version, model_id) -> dict:
-    return {
-        "event_id": event.event_id,
-        "kind": kind,
-        "outcome": outcome,
-        "user_id": user_id,
-        "model_name": model_name,
-        "version": version,
-        "model_id": model_id,
-        "topic": event.position.topic,
-        "partition": event.position.partition,
-        "offset": event.position.offset,
-        "occurred_at": event.occurred_at,
-        "applied_at": utcnow(),
-    }
+def _recorded_deletions(deletions: list[Deletion]) -> set[str]:
+    ids = [e.event_id for e in deletions if e.event_id]
+    if not ids:
+        return set()
+    return set(db.session.scalars(select(IngestedEvent.event_id).where(IngestedEvent.event_id.in_(ids))))
 
 
 def _letter(event: Rejected) -> dict:

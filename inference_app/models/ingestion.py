@@ -19,7 +19,6 @@ class IngestedEvent(db.Model):
     __table_args__ = (
         UniqueConstraint("topic", "partition", "offset", name="uq_ingested_events_position"),
         Index("uq_ingested_events_event_id", "event_id", unique=True),
-        Index("ix_ingested_events_applied_at", "applied_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

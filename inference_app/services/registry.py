@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, bindparam, func, literal, or_, select, update
+from sqlalchemy import ColumnElement, Insert, Select, bindparam, func, literal, or_, select, update
 from sqlalchemy.orm import aliased, selectinload
 
 from ..config import Settings
@@ -28,6 +28,21 @@ MAX_PER_PAGE = 100
 MAX_SEARCH = 128
 
 Identity = tuple[str, str, str]
+# What a registration replaces in a model it finds by identity.
+REPLACED = (
+    "image",
+    "port",
+    "health_path",
+    "predict_path",
+    "env",
+    "memory_bytes",
+    "cpus",
+    "idle_timeout_seconds",
+    "min_replicas",
+    "max_replicas",
+    "target_concurrency",
+    "metadata",
+)
 
 
 @dataclass
@@ -89,41 +104,32 @@ def upsert_registrations(items: Sequence[Versioned]) -> list[int | None]:
         rounds[depth][item.identity] = index
     results: list[int | None] = [None] * len(items)
     now = utcnow()
-    table = ServedModel.__table__
     # The rows go as executemany parameters of one cached statement (SQLAlchemy batches them
     # as multi-row VALUES itself); .values(rows) compiled a new 2,000-row statement per batch.
-    statement = insert_for(table)
-    excluded = statement.excluded
-    updated = {
-        name: excluded[name]
-        for name in (
-            "image",
-            "port",
-            "health_path",
-            "predict_path",
-            "env",
-            "memory_bytes",
-            "cpus",
-            "idle_timeout_seconds",
-            "min_replicas",
-            "max_replicas",
-            "target_concurrency",
-            "metadata",
-            "updated_at",
-        )
-    }
-    updated["deleted_at"] = None
-    updated["event_occurred_at"] = func.coalesce(excluded.event_occurred_at, table.c.event_occurred_at)
-    statement = statement.on_conflict_do_update(
-        index_elements=[table.c.user_id, table.c.model_name, table.c.version],
-        set_=updated,
-        where=not_older(excluded.event_occurred_at, table.c.event_occurred_at),
-    ).returning(table.c.id, table.c.user_id, table.c.model_name, table.c.version)
+    statement = upsert_by_identity(insert_for(ServedModel.__table__))
     for batch in rounds:
         rows = [_row(items[index], now) for index in batch.values()]
         for r in db.session.execute(statement, rows):
             results[batch[(r.user_id, r.model_name, r.version)]] = r.id
     return results
+
+
+def upsert_by_identity(statement: Insert) -> Insert:
+    """An INSERT of models made an upsert by user_id+model_name+version under the staleness rule.
+
+    It returns (id, user_id, model_name, version) of each row it wrote; a row the registry holds
+    from a newer event is left as it is, and not returned.
+    """
+    table = ServedModel.__table__
+    excluded = statement.excluded
+    updated: dict[str, Any] = {name: excluded[name] for name in (*REPLACED, "updated_at")}
+    updated["deleted_at"] = None
+    updated["event_occurred_at"] = func.coalesce(excluded.event_occurred_at, table.c.event_occurred_at)
+    return statement.on_conflict_do_update(
+        index_elements=[table.c.user_id, table.c.model_name, table.c.version],
+        set_=updated,
+        where=not_older(excluded.event_occurred_at, table.c.event_occurred_at),
+    ).returning(table.c.id, table.c.user_id, table.c.model_name, table.c.version)
 
 
 def not_older(incoming: ColumnElement, held: ColumnElement) -> ColumnElement:

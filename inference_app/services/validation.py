@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -73,6 +74,12 @@ OPTIONAL = (
     "metadata",
 )
 FIELDS = REQUIRED + OPTIONAL
+_METADATA_JSON = json.JSONEncoder(default=str).encode  # (one encoder: json.dumps(default=) builds one a call)
+# At most this many characters of json.dumps for each character of the JSON text a value was
+# decoded from: 12 for an astral character (two \u escapes); 18 from "9e15" (4.5 a character);
+# ", " and ": " for "," and ":". A metadata from a text this many times shorter than the
+# limit needs no measuring.
+JSON_EXPANSION = 12
 
 
 @dataclass
@@ -195,6 +202,17 @@ def json_safety_problem(value: Any, depth: int = 1, where: str = "") -> str | No
     return None
 
 
+def plain_json_text(text: str) -> bool:
+    """Whether a JSON text, decoded with NaN and infinities refused, surely passes json_safety_problem,
+    even with its values kept one level deeper (unknown fields of an event go into metadata).
+
+    In valid JSON text a NUL character or a lone surrogate can only be written as a \\u escape,
+    and a value nested too deep needs more brackets than this allows. A text that is not plain
+    is walked with json_safety_problem; most events are plain, and this test costs far less.
+    """
+    return "\\u" not in text and text.count("{") + text.count("[") < MAX_JSON_DEPTH - 1
+
+
 def _text_problem(text: Any, where: str) -> str | None:
     if not isinstance(text, str):
         return None
@@ -219,10 +237,14 @@ def _label(key: Any) -> str:
     return text if text.isprintable() and _encodable(text) else repr(text.encode("utf-8", "backslashreplace"))[2:-1]
 
 
-def validate_registration(data: Any, settings: Settings, keep_unknown: bool = False) -> Registration:
+def validate_registration(
+    data: Any, settings: Settings, keep_unknown: bool = False, json_text: str | None = None
+) -> Registration:
     """Check a registration body; raise InvalidInput naming the first field at fault.
 
     keep_unknown: the Kafka contract keeps unknown fields in metadata; the API refuses them.
+    json_text: the JSON text the body was decoded from (NaN and infinities refused), if any: when
+    it is plain (plain_json_text) and short (JSON_EXPANSION), the metadata checks cannot fail and are skipped.
     """
     if not isinstance(data, Mapping):
         raise InvalidInput("the body must be a JSON object")
@@ -259,10 +281,12 @@ def validate_registration(data: Any, settings: Settings, keep_unknown: bool = Fa
         for key in unknown:
             reg.metadata.setdefault(str(key)[:128], data[key])
     # depth 2: metadata sits one level inside the registration
-    problem = json_safety_problem(reg.metadata, depth=2, where="metadata")
+    plain = json_text is not None and plain_json_text(json_text)
+    problem = None if plain else json_safety_problem(reg.metadata, depth=2, where="metadata")
     if problem:
         raise InvalidInput(problem, field="metadata")
-    if len(json.dumps(reg.metadata, default=str)) > MAX_METADATA_BYTES:
+    short = json_text is not None and len(json_text) * JSON_EXPANSION <= MAX_METADATA_BYTES
+    if not short and len(_METADATA_JSON(reg.metadata)) > MAX_METADATA_BYTES:
         raise InvalidInput(f"metadata must be at most {MAX_METADATA_BYTES} bytes of JSON", field="metadata")
     return reg
 
@@ -334,13 +358,23 @@ def _image(value: Any, allowed_prefixes: tuple[str, ...]) -> str:
 
 def _memory(value: Any, settings: Settings) -> int:
     try:
-        amount = parse_memory("memory", value)
+        amount = _memory_size(value) if isinstance(value, str) else parse_memory("memory", value)
     except ValueError as exc:
         raise InvalidInput(str(exc), field="memory") from None
-    maximum = parse_memory("MAX_MEMORY", settings.max_memory)
-    if amount > maximum:
+    if amount > _max_memory(settings.max_memory):
         raise InvalidInput(f"memory must be at most {settings.max_memory} on this service", field="memory")
     return amount
+
+
+@functools.lru_cache(maxsize=8)
+def _max_memory(setting: str) -> int:
+    return parse_memory("MAX_MEMORY", setting)
+
+
+@functools.lru_cache(maxsize=256)
+def _memory_size(value: str) -> int:
+    # (cached: registrations name a few sizes, "512m", "1g", many times; a refusal is not cached)
+    return parse_memory("memory", value)
 
 
 def _cpus(value: Any, settings: Settings) -> float:
