@@ -104,7 +104,12 @@ def test_an_admin_may_pin_beyond_the_owner_limit(tenants, register_as):
 
 
 @pytest.mark.settings(max_running_containers=3, max_running_per_owner=3)
-def test_the_owner_holding_most_slots_gives_one_up_first(tenants, register_as):
+def test_the_owner_holding_most_slots_gives_one_up_first(tenants, register_as, monkeypatch):
+    from inference_app.services import activity
+
+    # alice's uses stay unwritten until a start writes them: eviction must not pass over her models
+    # (and take bob's only slot) because their last use is newer than the flusher's last run
+    monkeypatch.setattr(activity, "FLUSH_INTERVAL", 3600)
     app, tokens = tenants
     alice, bob, carol = (as_user(app, tokens, who) for who in ("alice", "bob", "carol"))
     b1 = register_as("bob", "b1")

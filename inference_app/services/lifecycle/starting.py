@@ -121,6 +121,7 @@ def _bring_up(model_id: int, began: float, claimed: threading.Event | None, beyo
     settings = context().settings
     queue_deadline = began + settings.queue_timeout_seconds
     delays = backoff_delays(first=0.02, cap=0.25)
+    _settle_last_use()
     while True:
         try:
             decision = _claim_start(model_id, beyond_owner_limit)
@@ -143,6 +144,19 @@ def _bring_up(model_id: int, began: float, claimed: threading.Event | None, beyo
         if now >= queue_deadline + settings.start_timeout_seconds:
             raise StartTimeout(f"the model stayed '{decision.reason}' for too long", retry_after=5)
         time.sleep(next(delays))
+
+
+def _settle_last_use() -> None:
+    """Write this process's recent uses first: eviction picks by last use as the database has it.
+
+    A model used in the last flush interval could not be held for eviction (its clock is not yet
+    written), and another owner's older model would give up its slot in its place. Outside any
+    transaction: the flush updates model rows the claim locks.
+    """
+    try:
+        context().activity.flush()
+    except Exception:  # the flusher writes them soon anyway; the claim goes on with what is there
+        logger.warning("could not write recent model use before a start", exc_info=True)
 
 
 def _claim_start(model_id: int, beyond_owner_limit: bool) -> Endpoint | _Wait | _Claimed:
