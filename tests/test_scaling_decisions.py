@@ -83,9 +83,19 @@ def test_nothing_while_no_replica_is_ready():
 
 
 # -- scaling down ----------------------------------------------------------------------------------
-def test_low_load_through_the_delay_removes_one_replica():
+def test_low_load_through_the_delay_removes_the_replicas_it_leaves_idle():
     down = verdict([1] * 31, ready=3)
-    assert (down.add, down.remove, down.desired) == (0, 1, 2)
+    assert (down.add, down.remove, down.desired) == (0, 2, 1)
+    assert verdict([5] * 31, ready=3).remove == 1  # two replicas carry 5 within the target
+    assert verdict([0] * 31, ready=4, policy=ScalePolicy(2, 4, 4)).remove == 2  # down to min_replicas
+
+
+def test_the_next_scale_down_is_announced_for_when_the_delay_will_have_passed():
+    quiet = verdict([16] * 20 + [0] * 5, ready=3)  # the last busy second was 5 s ago
+    assert quiet.remove == 0 and quiet.down_due_at == NOW + DELAY - timedelta(seconds=5)
+    assert verdict([16] * 25, ready=3).down_due_at is None  # still busy: nothing is due
+    after_up = verdict([0] * 40, ready=3, last_up_at=NOW - timedelta(seconds=10))
+    assert after_up.down_due_at == NOW + timedelta(seconds=20) - timedelta(microseconds=1)
 
 
 def test_load_that_needs_every_replica_keeps_them():
@@ -96,7 +106,7 @@ def test_load_that_needs_every_replica_keeps_them():
 def test_not_before_the_delay_and_not_after_a_recent_scale_up():
     assert verdict([0] * 20, ready=3).remove == 0  # 20 s of history, the delay is 30 s
     assert verdict([0] * 31, ready=3, last_up_at=NOW - timedelta(seconds=10)).remove == 0
-    assert verdict([0] * 31, ready=3, last_up_at=NOW - timedelta(seconds=31)).remove == 1
+    assert verdict([0] * 31, ready=3, last_up_at=NOW - timedelta(seconds=31)).remove == 2
 
 
 def test_one_at_a_time_and_never_the_last_replica():
@@ -106,9 +116,9 @@ def test_one_at_a_time_and_never_the_last_replica():
     assert verdict([0] * 31, ready=2, policy=ScalePolicy(2, 4, 4)).remove == 0  # min_replicas
 
 
-def test_max_replicas_lowered_drains_the_surplus_one_at_a_time():
+def test_max_replicas_lowered_removes_the_surplus():
     lowered = verdict([50] * 4, ready=3, policy=ScalePolicy(0, 1, 4))
-    assert (lowered.remove, lowered.desired) == (1, 2)
+    assert (lowered.remove, lowered.desired) == (2, 1)
     assert verdict([50] * 4, ready=2, draining=1, policy=ScalePolicy(0, 1, 4)).remove == 0
 
 

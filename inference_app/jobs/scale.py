@@ -40,6 +40,7 @@ class Autoscaler:
         self._last_up: dict[int, datetime] = {}
         self._failed_at: dict[int, datetime] = {}
         self._forgot_at: datetime | None = None
+        self.next_due: datetime | None = None  # the earliest scale-down the last tick saw coming
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
 
@@ -65,7 +66,7 @@ class Autoscaler:
             select(Replica.model_id, Replica.status, func.count()).group_by(Replica.model_id, Replica.status)
         ):
             counts[model_id][status] = count
-        loads = load.in_flight(now)
+        loads = load.observed(now)
         if self._forgot_at is None or now - self._forgot_at >= FORGET_EVERY:
             load.forget_old(now)
             self._forgot_at = now
@@ -74,9 +75,10 @@ class Autoscaler:
         for model_id in [m for m in self._history if m not in running]:
             self._forget(model_id)
         verdicts = {}
+        self.next_due = None
         for m in models:
             history = self._history[m.id]
-            history.append(Sample(now, loads.get(m.id, 0.0)))
+            _observe(history, loads.get(m.id), now)
             while history and history[0].at < now - horizon:
                 history.popleft()
             c = counts.get(m.id, {})
@@ -90,6 +92,8 @@ class Autoscaler:
                 list(history), now, replicas, policy, up_window, down_delay, self._last_up.get(m.id)
             )
             verdicts[m.id] = verdict
+            if verdict.down_due_at is not None:
+                self.next_due = min(self.next_due or verdict.down_due_at, verdict.down_due_at)
             try:
                 self._act(m, verdict, replicas, now)
             except ServiceError as exc:  # one model's trouble holds up no other model
@@ -114,7 +118,11 @@ class Autoscaler:
             for claim in growth.claims:
                 self._submit(claim)
         elif verdict.remove:
-            lifecycle.drain_one(model_id, verdict.reason)
+            # one after another, each out before the next; one with a request in flight drains,
+            # and the next look goes on from there
+            for _ in range(verdict.remove):
+                if not lifecycle.take_out(model_id, verdict.reason):
+                    break
         elif (model.desired_replicas, model.scale_note) != (verdict.desired, None):
             lifecycle.settle(model_id, verdict.desired, None)
 
@@ -151,3 +159,16 @@ class Autoscaler:
             pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=wait)
+
+
+def _observe(history: deque[Sample], seen: tuple[float, datetime] | None, now: datetime) -> None:
+    """Add a load sample, timed by the newest report it sums (the load's own time), else by now.
+
+    A report read again on the next tick adds nothing: the load is as it was.
+    """
+    value, at = seen if seen is not None else (0.0, now)
+    if history and at <= history[-1].at:
+        if seen is not None:
+            return
+        at = now
+    history.append(Sample(at, value))

@@ -52,6 +52,7 @@ class Activity:
         self._replica_in_flight: dict[int, int] = {}
         self._replica_held: set[int] = set()
         self._replica_last_leave: dict[int, float] = {}
+        self._replica_release_at: dict[int, float] = {}
         self._meter = load.LoadMeter(time.monotonic())
         self._engine: Engine | None = None
         self._flusher: threading.Thread | None = None
@@ -142,10 +143,23 @@ class Activity:
 
     def release_replica(self, replica_id: int) -> None:
         with self._lock:
+            self._replica_release_at.pop(replica_id, None)
             if replica_id not in self._replica_held:
                 return
             self._replica_held.discard(replica_id)
         self._unexclusive_replica(replica_id)
+
+    def release_replica_after(self, replica_id: int, seconds: float) -> None:
+        """Keep a removed replica held a while (no process routes to it), then let it go (the flusher)."""
+        with self._lock:
+            self._replica_release_at[replica_id] = time.monotonic() + seconds
+
+    def _release_due_replicas(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            due = [r for r, at in self._replica_release_at.items() if at <= now]
+        for replica_id in due:
+            self.release_replica(replica_id)
 
     # -- stoppers ------------------------------------------------------------------------------
     def try_hold(self, model_id: int) -> bool:
@@ -219,6 +233,7 @@ class Activity:
         self._dirty.clear()
         self._replica_in_flight.clear()
         self._replica_held.clear()
+        self._replica_release_at.clear()
         self._meter = load.LoadMeter(time.monotonic())
 
     def close(self) -> None:
@@ -234,6 +249,7 @@ class Activity:
             try:
                 self.flush()
                 self._release_lingering()
+                self._release_due_replicas()
             except Exception:
                 logger.exception("could not persist model activity; will retry")
             try:

@@ -76,14 +76,19 @@ def report(conn: Connection, averages: dict[int, float], now: datetime, process:
 
 def in_flight(now: datetime, model_ids: list[int] | None = None) -> dict[int, float]:
     """Requests in flight per model across every process that reported lately."""
+    return {model_id: total for model_id, (total, _) in observed(now, model_ids).items()}
+
+
+def observed(now: datetime, model_ids: list[int] | None = None) -> dict[int, tuple[float, datetime]]:
+    """Requests in flight per model across every process that reported lately, and the newest report's time."""
     query = (
-        select(ModelLoad.model_id, func.sum(ModelLoad.in_flight))
+        select(ModelLoad.model_id, func.sum(ModelLoad.in_flight), func.max(ModelLoad.reported_at))
         .where(ModelLoad.reported_at >= now - FRESH)
         .group_by(ModelLoad.model_id)
     )
     if model_ids is not None:
         query = query.where(ModelLoad.model_id.in_(model_ids))
-    return {model_id: float(total or 0) for model_id, total in db.session.execute(query)}
+    return {model_id: (float(total or 0), at) for model_id, total, at in db.session.execute(query)}
 
 
 def forget_old(now: datetime) -> None:

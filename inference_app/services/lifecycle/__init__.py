@@ -4,7 +4,7 @@
     starting     ensure_ready: one start per model across processes, waiting under the cap
     stopping     stop, finish, stop_if_idle
     eviction     fair share makes room under the cap: an extra replica first, else a model's last one
-    scaling      replicas of a running model: grow, start_replica, drain_one, finish_drains, settle
+    scaling      replicas of a running model: grow, start_replica, take_out, finish_drains, settle
     reconciling  vanished instances, adoption, abandoned claims (report_unreachable, reconcile_model)
     decisions    the verdicts (idle, reconcile, admission, scaling) as pure functions of facts
 
@@ -14,7 +14,7 @@ Jobs and views gather facts and call one of the operations re-exported here.
 from __future__ import annotations
 
 from .reconciling import Report, reconcile_model, report_unreachable
-from .scaling import Growth, ReplicaClaim, drain_one, finish_drains, grow, settle, start_replica
+from .scaling import Growth, ReplicaClaim, finish_drains, grow, settle, start_replica, take_out
 from .starting import Readiness, ensure_ready, instance_spec, request_start, set_keep_warm
 from .stopping import stop, stop_if_idle
 from .transitions import endpoint_of
@@ -24,7 +24,6 @@ __all__ = [
     "Readiness",
     "ReplicaClaim",
     "Report",
-    "drain_one",
     "endpoint_of",
     "ensure_ready",
     "finish_drains",
@@ -38,4 +37,5 @@ __all__ = [
     "start_replica",
     "stop",
     "stop_if_idle",
+    "take_out",
 ]

@@ -167,8 +167,9 @@ class ScaleVerdict:
 
     desired: int
     add: int = 0  # replicas to add (draining ones are revived first)
-    remove: int = 0  # replicas to drain: 0 or 1
+    remove: int = 0  # replicas to take out, one after another, highest-numbered first
     reason: str = ""
+    down_due_at: datetime | None = None  # when one fewer becomes due if the load stays as low
 
     @property
     def changes(self) -> bool:
@@ -188,9 +189,11 @@ def scale_verdict(
 
     Up: requests in flight per ready replica stayed above the target through `up_window`; enough
     replicas are added at once for the lowest load of the window (up to max_replicas). Down: the
-    load stayed low enough for one replica fewer through `down_delay` (and no replica was added in
-    that time); one replica at a time, never the last ready one, down to max(min_replicas, 1):
-    from one to none is the idle stop. Within [min_replicas, max_replicas] regardless of load.
+    load stayed low enough for fewer replicas through `down_delay` (and no replica was added in
+    that time); as many go as the highest load of the delay leaves idle, one after another, never
+    the last ready one, down to max(min_replicas, 1): from one to none is the idle stop. Within
+    [min_replicas, max_replicas] regardless of load. While nothing changes, `down_due_at` says
+    when one replica fewer would become due, for the caller to look again then.
     """
     floor = max(1, policy.min_replicas)
     ceiling = max(floor, policy.max_replicas)
@@ -201,8 +204,8 @@ def scale_verdict(
     if kept < floor:
         return ScaleVerdict(floor, add=floor - kept, reason=f"min_replicas is {policy.min_replicas}")
     if kept > ceiling:
-        step = int(replicas.ready > 1 and replicas.draining == 0)
-        return ScaleVerdict(kept - step, remove=step, reason=f"max_replicas is {policy.max_replicas}")
+        surplus = min(kept - ceiling, replicas.ready - 1) if replicas.draining == 0 else 0
+        return ScaleVerdict(kept - surplus, remove=surplus, reason=f"max_replicas is {policy.max_replicas}")
     window = _through(samples, now, up_window)
     if window is not None and min(window) > target * replicas.ready:
         wanted = min(ceiling, max(replicas.ready + 1, math.ceil(min(window) / target)))
@@ -215,14 +218,36 @@ def scale_verdict(
         return ScaleVerdict(kept, reason="at max_replicas" if kept >= ceiling else "")
     if kept <= floor or replicas.starting or replicas.draining or replicas.ready < 2:
         return ScaleVerdict(kept)
-    if last_up_at is not None and now - last_up_at < down_delay:
-        return ScaleVerdict(kept)
+    due = _down_due_at(samples, target * (kept - 1), down_delay, last_up_at)
+    if due is None or due >= now:
+        return ScaleVerdict(kept, down_due_at=due)
     low = _through(samples, now, down_delay)
-    if low is not None and max(low) <= target * (kept - 1):
-        return ScaleVerdict(
-            kept - 1, remove=1, reason=f"at most {max(low):g} in flight for {down_delay.total_seconds():g} s"
-        )
-    return ScaleVerdict(kept)
+    if low is None:  # cannot happen once due; kept for safety
+        return ScaleVerdict(kept)
+    keep = max(floor, math.ceil(max(low) / target))
+    return ScaleVerdict(
+        keep, remove=kept - keep, reason=f"at most {max(low):g} in flight for {down_delay.total_seconds():g} s"
+    )
+
+
+def _down_due_at(
+    samples: Sequence[Sample], low: float, down_delay: timedelta, last_up_at: datetime | None
+) -> datetime | None:
+    """When the load will have stayed at or below `low` through `down_delay`, if it stays so; None if above now.
+
+    Due strictly after the last sample above `low`; at once when history (or the last scale-up)
+    is exactly `down_delay` old.
+    """
+    if not samples or samples[-1].in_flight > low:
+        return None
+    high = [s.at for s in samples if s.in_flight > low]
+    since = high[-1] if high else samples[0].at - _INSTANT  # the last sample above it, or the oldest one
+    if last_up_at is not None:
+        since = max(since, last_up_at - _INSTANT)
+    return since + down_delay
+
+
+_INSTANT = timedelta(microseconds=1)
 
 
 def _through(samples: Sequence[Sample], now: datetime, span: timedelta) -> list[float] | None:

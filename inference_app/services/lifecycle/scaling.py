@@ -3,8 +3,8 @@
 The autoscaler (jobs.scale) judges the load (decisions.scale_verdict); these operations carry
 a verdict out under the lifecycle lock: grow claims new replicas within the caps (making room
 only by taking another model's extra replica, never anyone's last one), start_replica starts
-one outside the lock, drain_one takes one out of traffic, and finish_drains removes drained
-replicas once nothing is in flight on them in any process.
+one outside the lock, take_out removes one (or, with a request in flight on it, drains it),
+and finish_drains removes drained replicas once nothing is in flight on them in any process.
 """
 
 from __future__ import annotations
@@ -162,18 +162,39 @@ def _abandon(claim: ReplicaClaim, message: str, instance: Instance | None) -> No
     logger.warning("model %s: replica %s failed to start: %s", claim.model_id, claim.replica, message.splitlines()[0])
 
 
-def drain_one(model_id: int, reason: str) -> bool:
-    """Take the highest-numbered ready replica out of traffic (never the last ready one)."""
+def take_out(model_id: int, reason: str) -> bool:
+    """Take the highest-numbered ready replica out (never the last ready one).
+
+    With nothing in flight on it in any process, it goes at once: its row now, its instance
+    right after, and its hold a DRAIN_GRACE later, so a process still routing by an older
+    snapshot picks another replica instead of reaching a removed one. With a request in flight,
+    it drains instead (finish_drains removes it later). True if it went at once.
+    """
+    ctx = context()
     with lifecycle_transaction():
         model = transitions.locked(model_id)
         ready = transitions.ready_replicas(model)
         if model.state is not Status.RUNNING or len(ready) < 2:
             return False
         row = ready[-1]
-        transitions.drain(model, row, utcnow())
+        gone = (row.id, row.instance_id) if ctx.activity.try_hold_replica(row.id) else None
+        if gone is not None:
+            transitions.drop_replica(model, row)
+        else:
+            transitions.drain(model, row, utcnow())
         transitions.set_scaling(model, len(transitions.kept(model)), None)
         transitions.record(model_id, EventKind.SCALED_DOWN, detail=f"replica {row.replica}: {reason}")
-    logger.info("model %s: draining replica %s (%s)", model_id, row.replica, reason)
+        number = row.replica
+    if gone is None:
+        logger.info("model %s: draining replica %s (%s)", model_id, number, reason)
+        return False
+    replica_id, instance_id = gone
+    try:
+        if instance_id:
+            ctx.runtime.remove(instance_id)
+    finally:
+        ctx.activity.release_replica_after(replica_id, DRAIN_GRACE.total_seconds())
+    logger.info("model %s: replica %s removed (%s)", model_id, number, reason)
     return True
 
 
