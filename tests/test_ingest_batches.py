@@ -61,7 +61,7 @@ def model(name: str = "churn") -> ServedModel:
     return found
 
 
-@pytest.fixture(params=["postgresql", "sqlite"])
+@pytest.fixture(params=[pytest.param("postgresql", marks=pytest.mark.services), "sqlite"])
 def ctx(request, tmp_path):
     """An app context on PostgreSQL (uploads in bulk) or on SQLite (row by row): the same outcomes."""
     if request.param == "postgresql":
