@@ -9,8 +9,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 FAST_ECHO = "inference-bench/fast-echo:1"
 IRIS = "inference-examples/iris:1"
-INSTANCE = "bench"
-PREFIX = "bench"
+# BENCH_INSTANCE names this run's containers apart (with BENCH_DATABASE, one per concurrent bench)
+INSTANCE = os.environ.get("BENCH_INSTANCE", "bench")
+PREFIX = INSTANCE
 DATABASE = "inference_bench"  # BENCH_DATABASE overrides it (one database per concurrent bench)
 
 

@@ -6,6 +6,10 @@ it in the same run, one with max_replicas=1 and one with max_replicas=4, both wi
 min_replicas=1. Running replicas are counted from Docker (this instance's containers labelled
 with the model's id) during the load and after it, until the model is back at min_replicas.
 
+Each measured 10 s follows WARM_UP seconds of the same load, so the throughput is that of the
+replicas the load settled on; the scale-up itself is reported beside it: the time from the
+load's start until every replica ran, and the throughput of the warm-up (the scale-up in it).
+
 While the service refuses the replica settings (400 naming the field), the scenario reports a
 "not measured" row instead of failing the run.
 """
@@ -34,6 +38,7 @@ MODEL_ENV = {"ONE_AT_A_TIME": "1", "PREDICT_SLEEP_MS": "50"}
 FIELDS = ("min_replicas", "max_replicas", "target_concurrency")
 CONCURRENCY = 16
 SECONDS = 10
+WARM_UP = 8  # seconds of the same load before the measured ones: the scale-up window, the starts, slack
 MIN_REPLICAS = 1
 TARGET_CONCURRENCY = 1  # in flight per replica before another is added: this model serves one
 TARGET_RATIO = 3.5
@@ -59,12 +64,26 @@ def run(s: Session, web: Web) -> list[Row]:
     return [
         Row(
             NAME,
-            "throughput, max_replicas=4 over max_replicas=1",
+            f"throughput, max_replicas=4 over max_replicas=1 (after {WARM_UP} s of the same load)",
             f"{ratio:.2f}×",
             "",
             f"{four.result.rps:,.1f} req/s vs {one.result.rps:,.1f} req/s",
             f"≥ {TARGET_RATIO}×",
             ratio >= TARGET_RATIO,
+        ),
+        Row(
+            NAME,
+            f"throughput during the first {WARM_UP} s (the scale-up in it), max_replicas=4 over 1",
+            f"{four.warm_up.rps / one.warm_up.rps:.2f}×",
+            "",
+            f"{four.warm_up.rps:,.1f} req/s vs {one.warm_up.rps:,.1f} req/s",
+        ),
+        Row(
+            NAME,
+            "scale-up: from the load's start until 4 replicas ran",
+            f"{four.scaled_after:.1f} s" if four.scaled_after is not None else f"not within {WARM_UP + SECONDS} s",
+            "",
+            "replicas counted from Docker every 0.1 s",
         ),
         Row(NAME, "p99 latency, max_replicas=1", ms(one.result.p99_s, 0), "", f"p50 {ms(one.result.p50_s, 0)}"),
         Row(
@@ -129,41 +148,50 @@ def running(dc: docker.DockerClient, model_id: int) -> int:
 
 
 class Loaded:
-    """wrk's result and the most replicas seen running during the load."""
+    """wrk's results (warm-up, then the measured run), the most replicas seen running, and when."""
 
-    def __init__(self, result: WrkResult, most: int):
+    def __init__(self, warm_up: WrkResult, result: WrkResult, most: int, scaled_after: float | None):
+        self.warm_up = warm_up
         self.result = result
         self.most = most
+        self.scaled_after = scaled_after  # seconds from the load's start until `most` ran
 
 
 def _load(s: Session, web: Web, model_id: int) -> Loaded:
     s.call(web, "POST", f"/api/models/{model_id}/start")
     _wait_replicas(s, model_id, MIN_REPLICAS, 60)
-    most = [running(s.dc, model_id)]
+    most = [running(s.dc, model_id), 0.0]
     done = threading.Event()
+    began = time.monotonic()
 
     def count() -> None:
-        while not done.wait(0.2):
-            most[0] = max(most[0], running(s.dc, model_id))
+        while not done.wait(0.1):
+            seen = running(s.dc, model_id)
+            if seen > most[0]:
+                most[:] = [seen, time.monotonic() - began]
 
     counter = threading.Thread(target=count, daemon=True)
     counter.start()
     try:
         url = f"{web.base}/api/models/{model_id}/infer"
+        warm_up = run_wrk(url, CONCURRENCY, WARM_UP, s.user_authorization, s.cfg.wrk_cpus)
         result = run_wrk(url, CONCURRENCY, SECONDS, s.user_authorization, s.cfg.wrk_cpus)
     finally:
         done.set()
         counter.join()
-    if result.errors or result.non2xx:
-        raise BenchError(f"replicas: {result.errors} socket errors, {result.non2xx} non-2xx answers")
+    for run in (warm_up, result):
+        if run.errors or run.non2xx:
+            raise BenchError(f"replicas: {run.errors} socket errors, {run.non2xx} non-2xx answers")
     logger.info(
-        "replicas model %s: %.1f req/s, p99 %.0f ms, at most %s running",
+        "replicas model %s: %.1f req/s (warm-up %.1f), p99 %.0f ms, at most %s running after %.1f s",
         model_id,
         result.rps,
+        warm_up.rps,
         result.p99_s * 1e3,
         most[0],
+        most[1],
     )
-    return Loaded(result, most[0])
+    return Loaded(warm_up, result, most[0], most[1] if most[0] > MIN_REPLICAS else None)
 
 
 def _time_back(s: Session, model_id: int) -> float | None:

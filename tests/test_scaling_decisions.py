@@ -138,9 +138,12 @@ def test_the_meter_averages_requests_in_flight_over_the_interval():
     meter.accrue(7, 2, 101.0)  # one out at t=101: one stays
     assert meter.averages({7: 1}, 102.0) == {7: pytest.approx((0.5 * 1 + 0.5 * 2 + 1.0 * 1) / 2)}
     assert meter.averages({7: 1}, 103.0) == {7: pytest.approx(1.0)}  # still one in flight
+    assert meter.busy_until(7) == 103.0
     meter.accrue(7, 1, 103.5)  # it leaves at t=103.5
     assert meter.averages({}, 104.0) == {7: pytest.approx(0.5)}
+    assert meter.busy_until(7) == 103.5  # the load's report is timed by when it ended
     assert meter.averages({}, 105.0) == {7: 0.0}  # the drop to nothing is reported once
+    assert meter.busy_until(7) is None
     assert meter.averages({}, 106.0) == {}
 
 

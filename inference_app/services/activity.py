@@ -24,7 +24,7 @@ import logging
 import os
 import threading
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import update
 from sqlalchemy.engine import Engine
@@ -260,10 +260,14 @@ class Activity:
     def report_load(self) -> None:
         """Write this process's requests in flight per model, averaged since the last report."""
         with self._lock:
-            averages = self._meter.averages(self._in_flight, time.monotonic())
+            clock = time.monotonic()
+            averages = self._meter.averages(self._in_flight, clock)
+            busy = {m: self._meter.busy_until(m) for m in averages}
         if averages and self._engine is not None:
+            now = utcnow()
+            busy_at = {m: now - timedelta(seconds=clock - t) for m, t in busy.items() if t is not None}
             with self._engine.begin() as conn:
-                load.report(conn, averages, utcnow())
+                load.report(conn, averages, now, busy_at=busy_at)
 
     def flush(self) -> None:
         """Write pending last-use times (never moving a clock backwards) and minute counters."""

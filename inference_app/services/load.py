@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import os
 import socket
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import case, delete, func, select
 from sqlalchemy.engine import Connection
 
 from ..coordination import insert_for
@@ -30,13 +30,19 @@ class LoadMeter:
         self._changed_at: dict[int, float] = {}
         self._since = clock_start
         self._reported: set[int] = set()  # models last reported with some load
+        self._busy_until: dict[int, float] = {}  # when each model last had a request in flight
 
     def accrue(self, model_id: int, in_flight: int, now: float) -> None:
         """Call before the count of `model_id` changes (in_flight: the count until now)."""
         then = self._changed_at.get(model_id, self._since)
         if in_flight:
             self._area[model_id] = self._area.get(model_id, 0.0) + in_flight * max(0.0, now - max(then, self._since))
+            self._busy_until[model_id] = now
         self._changed_at[model_id] = now
+
+    def busy_until(self, model_id: int) -> float | None:
+        """The last moment (on the caller's clock) a request of this model was in flight, if any was."""
+        return self._busy_until.get(model_id)
 
     def averages(self, in_flight: dict[int, int], now: float) -> dict[int, float]:
         """The average in flight per model since the last call, for the models worth a row."""
@@ -47,6 +53,7 @@ class LoadMeter:
         report = {m: a for m, a in averages.items() if a > 0}
         report.update({m: 0.0 for m in self._reported if m not in report})  # a drop to nothing is news too
         self._reported = {m for m, a in report.items() if a > 0}
+        self._busy_until = {m: t for m, t in self._busy_until.items() if m in self._reported}
         self._area.clear()
         self._changed_at = {m: now for m in in_flight}
         self._since = now
@@ -57,8 +64,19 @@ def process_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def report(conn: Connection, averages: dict[int, float], now: datetime, process: str | None = None) -> None:
-    """Upsert this process's rows (one statement, executemany)."""
+def report(
+    conn: Connection,
+    averages: dict[int, float],
+    now: datetime,
+    process: str | None = None,
+    busy_at: dict[int, datetime] | None = None,
+) -> None:
+    """Upsert this process's rows (one statement, executemany).
+
+    A row's reported_at is when the load it reports was last there: `busy_at` for a model with
+    some load (the last moment a request of it was in flight), else now. The autoscaler times
+    its samples by it, so a scale-down's delay counts from when the load really ended.
+    """
     if not averages:
         return
     table = ModelLoad.__table__
@@ -70,8 +88,17 @@ def report(conn: Connection, averages: dict[int, float], now: datetime, process:
     name = process or process_name()
     conn.execute(
         statement,
-        [{"model_id": m, "process": name, "in_flight": a, "reported_at": now} for m, a in sorted(averages.items())],
+        [
+            {"model_id": m, "process": name, "in_flight": a, "reported_at": _when(m, a, now, busy_at)}
+            for m, a in sorted(averages.items())
+        ],
     )
+
+
+def _when(model_id: int, average: float, now: datetime, busy_at: dict[int, datetime] | None) -> datetime:
+    if average > 0 and busy_at and model_id in busy_at:
+        return min(now, busy_at[model_id])
+    return now
 
 
 def in_flight(now: datetime, model_ids: list[int] | None = None) -> dict[int, float]:
@@ -80,15 +107,25 @@ def in_flight(now: datetime, model_ids: list[int] | None = None) -> dict[int, fl
 
 
 def observed(now: datetime, model_ids: list[int] | None = None) -> dict[int, tuple[float, datetime]]:
-    """Requests in flight per model across every process that reported lately, and the newest report's time."""
+    """Requests in flight per model across every process that reported lately, and when that was so.
+
+    The time is that of the newest report with some load (when that load was last there), else
+    that of the newest report.
+    """
+    busy_at = func.max(case((ModelLoad.in_flight > 0, ModelLoad.reported_at)))
     query = (
-        select(ModelLoad.model_id, func.sum(ModelLoad.in_flight), func.max(ModelLoad.reported_at))
+        select(ModelLoad.model_id, func.sum(ModelLoad.in_flight), busy_at, func.max(ModelLoad.reported_at))
         .where(ModelLoad.reported_at >= now - FRESH)
         .group_by(ModelLoad.model_id)
     )
     if model_ids is not None:
         query = query.where(ModelLoad.model_id.in_(model_ids))
-    return {model_id: (float(total or 0), at) for model_id, total, at in db.session.execute(query)}
+    return {m: (float(total or 0), _aware(busy or newest)) for m, total, busy, newest in db.session.execute(query)}
+
+
+def _aware(at: datetime) -> datetime:
+    """SQLite gives the times back naive; they were written in UTC."""
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
 def forget_old(now: datetime) -> None:
