@@ -1,8 +1,8 @@
 """Readiness by polling: an instance is ready when its health path answers 2xx over HTTP.
 
 A TCP connect is not enough: Docker's port proxy accepts connections before the server
-inside the container listens. Polling backs off from a few milliseconds to a short cap,
-so a fast model is served within tens of milliseconds of being ready. A health answer is
+inside the container listens. Polling backs off from a few milliseconds to a 20 ms cap, so a
+model is served within about 20 ms of being ready, however long it takes to load. A health answer is
 read only up to HEALTH_BODY_LIMIT bytes: a model cannot stream an endless body into us.
 """
 
@@ -20,7 +20,7 @@ from .base import Endpoint, Instance, Runtime
 logger = logging.getLogger(__name__)
 
 FIRST_DELAY = 0.005
-MAX_DELAY = 0.1
+MAX_DELAY = 0.02  # a slow model (seconds to load) is noticed within 20 ms of being ready
 STATE_CHECK_EVERY = 0.25  # seconds between runtime checks for an instance that ended
 HEALTH_BODY_LIMIT = 64 * 1024
 
