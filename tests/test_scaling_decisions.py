@@ -249,3 +249,39 @@ def test_the_global_bound_comes_from_configuration():
     assert validate_registration({**BASE, "max_replicas": 20}, settings).max_replicas == 20
     with pytest.raises(InvalidInput, match="between 1 and 20"):
         validate_registration({**BASE, "max_replicas": 21}, settings)
+
+
+# -- the autoscaler's timing ---------------------------------------------------------------------------
+def test_the_autoscaler_looks_again_when_a_scale_down_falls_due():
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    from inference_app.jobs.background import DUE_MARGIN, BackgroundRunner
+    from inference_app.models import utcnow
+
+    scheduler = BackgroundScheduler()
+    scheduler.add_job(lambda: None, "interval", seconds=60, id="autoscale")
+    scheduler.start(paused=True)
+    try:
+        runner = BackgroundRunner.__new__(BackgroundRunner)  # only its scheduler is used here
+        runner._scheduler = scheduler
+        due = utcnow() + timedelta(seconds=5)
+        runner._look_again_at("autoscale", due)
+        assert scheduler.get_job("autoscale").next_run_time == due + DUE_MARGIN
+        runner._look_again_at("autoscale", due + timedelta(seconds=120))  # after the next run: no change
+        assert scheduler.get_job("autoscale").next_run_time == due + DUE_MARGIN
+        runner._look_again_at("autoscale", None)
+        assert scheduler.get_job("autoscale").next_run_time == due + DUE_MARGIN
+    finally:
+        scheduler.shutdown(wait=False)
+
+
+def test_load_samples_are_timed_by_their_reports_and_not_repeated():
+    from collections import deque
+
+    from inference_app.jobs.scale import _observe
+
+    history = deque()
+    _observe(history, (16.0, NOW - timedelta(seconds=0.3)), NOW)
+    _observe(history, (16.0, NOW - timedelta(seconds=0.3)), NOW + timedelta(seconds=1))  # the same report
+    _observe(history, None, NOW + timedelta(seconds=2))  # no fresh report: nothing in flight, now
+    assert history == deque([Sample(NOW - timedelta(seconds=0.3), 16.0), Sample(NOW + timedelta(seconds=2), 0.0)])
