@@ -20,7 +20,7 @@ from ..extensions import db
 from ..models import ServedModel, Status, utcnow
 from .auth import Principal, sees_everything, visible
 from .lifecycle.transitions import NEW_MODEL
-from .validation import Registration, safe_name, validate_registration
+from .validation import OPTIONAL, Registration, safe_name, validate_registration
 
 logger = logging.getLogger(__name__)
 
@@ -28,21 +28,9 @@ MAX_PER_PAGE = 100
 MAX_SEARCH = 128
 
 Identity = tuple[str, str, str]
-# What a registration replaces in a model it finds by identity.
-REPLACED = (
-    "image",
-    "port",
-    "health_path",
-    "predict_path",
-    "env",
-    "memory_bytes",
-    "cpus",
-    "idle_timeout_seconds",
-    "min_replicas",
-    "max_replicas",
-    "target_concurrency",
-    "metadata",
-)
+# What a registration replaces in a model it finds by identity: its image and every optional
+# field but the version (part of the identity), under its column's name.
+REPLACED = ("image", *({"memory": "memory_bytes"}.get(f, f) for f in OPTIONAL if f != "version"))
 
 
 @dataclass
