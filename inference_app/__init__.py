@@ -61,10 +61,11 @@ def create_app(config_overrides: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(health_bp)
     app.register_blueprint(dashboard_bp)
 
-    from . import request_log, security_headers
+    from . import cookie_session, request_log, security_headers
     from .api.errors import register_error_handlers
     from .cli import register_commands
 
+    cookie_session.init_app(app)
     request_log.init_app(app)
     security_headers.init_app(app)
     register_error_handlers(app)

@@ -131,7 +131,8 @@ def _infer_entered(model: ModelView, body: bytes, headers, request_id: str, quer
         cold = cold or readiness.cold
         waited += readiness.waited_s
         predict_path, model_id, version = model.predict_path, model.id, model.version
-        if db.session().in_transaction():
+        # a warm request has no session: asking for one would make it, and its teardown, for nothing
+        if db.session.registry.has() and db.session().in_transaction():
             db.session.commit()  # no transaction stays open while the model computes
         routes = () if readiness.cold else model.routes
         route = balancing.enter(routes, readiness.endpoint, ctx.activity, avoid)
