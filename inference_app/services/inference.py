@@ -13,8 +13,9 @@ from ..errors import ConnectionBroken, ModelUnreachable, NoAnswer, QueueFull
 from ..extensions import db
 from ..metrics import INFERENCE_LATENCY, INFERENCE_REQUESTS
 from . import balancing, lifecycle, rate_limit, registry
+from .activity import Activity
 from .auth import Principal, sees_everything
-from .context import context
+from .context import InferenceContext, context
 from .forwarding import forward
 from .model_view import ModelView, Route
 
@@ -74,25 +75,26 @@ def infer(
     """Forward one inference request, starting the model's container first if needed."""
     model_id = model.id
     began = time.monotonic()
-    model = _enter(model)
+    ctx = context()  # looked up once: the steps below get it passed
+    activity = ctx.activity
+    model = _enter(model, ctx, activity)
     try:
-        result = _infer_entered(model, body, headers, request_id, query)
+        result = _infer_entered(ctx, activity, model, body, headers, request_id, query)
     except BaseException as exc:
-        _leave(model_id, began, getattr(exc, "status", 500), cold=False)
+        _leave(model_id, began, getattr(exc, "status", 500), cold=False, activity=activity)
         raise
     if result.stream is None:
-        _leave(model_id, began, result.status, result.cold, route=result.route)
+        _leave(model_id, began, result.status, result.cold, activity, result.route)
     else:
         result.stream = _leave_after(result.stream, model_id, began, result.status, result.cold, result.route)
     return result
 
 
-def _enter(model: ModelView) -> ModelView:
+def _enter(model: ModelView, ctx: InferenceContext, activity: Activity) -> ModelView:
     """Count the request in; while a stopper holds the model, wait for the stop to finish."""
-    ctx = context()
     deadline = time.monotonic() + ctx.settings.queue_timeout_seconds
     waited = False
-    while not ctx.activity.enter(model.id):
+    while not activity.enter(model.id):
         if time.monotonic() > deadline:
             raise QueueFull("the model is being stopped; try again", retry_after=2)
         waited = True
@@ -121,8 +123,9 @@ def _leave_after(
         _leave(model_id, began, status, cold, activity, route)
 
 
-def _infer_entered(model: ModelView, body: bytes, headers, request_id: str, query: str) -> InferenceResult:
-    ctx = context()
+def _infer_entered(
+    ctx: InferenceContext, activity: Activity, model: ModelView, body: bytes, headers, request_id: str, query: str
+) -> InferenceResult:
     cold = False
     waited = 0.0
     avoid: set[str] = set()  # instances that refused or vanished under this request
@@ -135,7 +138,7 @@ def _infer_entered(model: ModelView, body: bytes, headers, request_id: str, quer
         if db.session.registry.has() and db.session().in_transaction():
             db.session.commit()  # no transaction stays open while the model computes
         routes = () if readiness.cold else model.routes
-        route = balancing.enter(routes, readiness.endpoint, ctx.activity, avoid)
+        route = balancing.enter(routes, readiness.endpoint, activity, avoid)
         try:
             upstream = forward(
                 ctx.http,
@@ -148,7 +151,7 @@ def _infer_entered(model: ModelView, body: bytes, headers, request_id: str, quer
                 query,
             )
         except (ModelUnreachable, ConnectionBroken) as exc:
-            balancing.leave(route, ctx.activity)
+            balancing.leave(route, activity)
             if attempt == 2:
                 raise
             # Something was sent over a broken connection: repeat it only on another replica, and
@@ -178,7 +181,7 @@ def _infer_entered(model: ModelView, body: bytes, headers, request_id: str, quer
                 model = fresh_view(model_id)
             continue
         except BaseException:
-            balancing.leave(route, ctx.activity)
+            balancing.leave(route, activity)
             raise
         return InferenceResult(
             status=upstream.status,
