@@ -8,7 +8,7 @@ import time
 from flask import Flask, g, request
 
 from .logs import one_line
-from .metrics import HTTP_REQUESTS
+from .metrics import HTTP_REQUESTS, labelled
 from .services.inference import request_id_from
 
 logger = logging.getLogger("inference_app.requests")
@@ -30,7 +30,7 @@ def init_app(app: Flask) -> None:
         if "X-Request-ID" not in headers:
             headers.add("X-Request-ID", request_id)
         rule = req.url_rule
-        HTTP_REQUESTS.labels(rule.rule if rule is not None else "unmatched", str(status)).inc()
+        labelled(HTTP_REQUESTS, rule.rule if rule is not None else "unmatched", str(status)).inc()
         path = req.path
         if path not in QUIET:
             now = time.monotonic()

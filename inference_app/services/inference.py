@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from ..errors import ConnectionBroken, ModelUnreachable, NoAnswer, QueueFull
 from ..extensions import db
-from ..metrics import INFERENCE_LATENCY, INFERENCE_REQUESTS
+from ..metrics import INFERENCE_LATENCY, INFERENCE_REQUESTS, labelled
 from . import balancing, lifecycle, rate_limit, registry
 from .activity import Activity
 from .auth import Principal, sees_everything
@@ -109,8 +109,8 @@ def _leave(model_id: int, began: float, status: int, cold: bool, activity=None, 
     if route is not None:
         balancing.leave(route, activity)
     activity.leave(model_id, round(seconds * 1000), status >= 500, cold)
-    INFERENCE_REQUESTS.labels(str(model_id), str(status)).inc()
-    INFERENCE_LATENCY.labels("true" if cold else "false").observe(seconds)
+    labelled(INFERENCE_REQUESTS, str(model_id), str(status)).inc()
+    labelled(INFERENCE_LATENCY, "true" if cold else "false").observe(seconds)
 
 
 def _leave_after(
