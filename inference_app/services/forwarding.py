@@ -8,7 +8,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import urllib3
-from urllib3.util import parse_url
+from urllib3.util import Retry, parse_url
 
 from ..errors import ConnectionBroken, ContainerFailed, InferenceTimeout, ModelUnreachable, NoAnswer
 from ..runtime import Endpoint
@@ -18,6 +18,7 @@ RETURNED_RESPONSE_HEADERS = ("Content-Type", "Content-Encoding", "Content-Langua
 BUFFER_LIMIT = 256 * 1024  # answers up to this size are read whole; larger or chunked ones stream
 CHUNK = 64 * 1024
 CONNECT_TIMEOUT = 2.0
+NO_RETRIES = Retry(False, redirect=False)  # what retries=False becomes in urllib3, made once
 
 
 @dataclass
@@ -53,7 +54,7 @@ def forward(
             body=body,
             headers=out,
             timeout=_timeout(read_timeout),
-            retries=False,
+            retries=NO_RETRIES,
             redirect=False,
             assert_same_host=False,
             preload_content=False,
