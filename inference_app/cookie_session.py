@@ -33,8 +33,11 @@ class CookieSessions(SecureCookieSessionInterface):
         return serializer
 
     def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
-        # no cookie (every API call): an empty session, without the MultiDict.get miss that raises inside
-        if self.get_cookie_name(app) not in request.cookies and self.get_signing_serializer(app) is not None:
+        # no cookie (every API call): an empty session, without parsing the cookies (a pass over every
+        # header) or the MultiDict.get miss that raises inside
+        if self.get_signing_serializer(app) is not None and (
+            "HTTP_COOKIE" not in request.environ or self.get_cookie_name(app) not in request.cookies
+        ):
             return self.session_class()
         return super().open_session(app, request)
 
