@@ -93,7 +93,7 @@ class Stand:
                 f"{web.base}/api/models/{model_id}/infer",
                 s.user_authorization,
                 tuple(web.worker_pids()),
-                _family(web.process),
+                _family(web),
             ),
         ]
 

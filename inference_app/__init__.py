@@ -18,9 +18,36 @@ from .extensions import csrf, db, migrate
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+class InferenceApp(Flask):
+    """Flask, with whether a handler is async worked out once per handler, not on every call.
+
+    Flask asks it of the view and of every hook on every request (inspect, a few µs each).
+    Handlers are registered functions, so the cache stays small; it is bounded all the same.
+    """
+
+    SYNC_CACHE_SIZE = 1024
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._sync_handlers: dict[Any, Any] = {}
+
+    def ensure_sync(self, func):
+        try:
+            return self._sync_handlers[func]
+        except (KeyError, TypeError):  # TypeError: an unhashable callable
+            pass
+        made = super().ensure_sync(func)
+        try:
+            if len(self._sync_handlers) < self.SYNC_CACHE_SIZE:
+                self._sync_handlers[func] = made
+        except TypeError:
+            pass
+        return made
+
+
 def create_app(config_overrides: Mapping[str, Any] | None = None) -> Flask:
     """Build the app: config -> extensions -> subsystems -> blueprints -> error handlers."""
-    app = Flask(
+    app = InferenceApp(
         __name__,
         instance_path=os.environ.get("INSTANCE_PATH") or os.path.join(PROJECT_ROOT, "instance"),
         template_folder=os.path.join(PROJECT_ROOT, "templates"),
@@ -61,10 +88,11 @@ def create_app(config_overrides: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(health_bp)
     app.register_blueprint(dashboard_bp)
 
-    from . import request_log, security_headers
+    from . import cookie_session, request_log, security_headers
     from .api.errors import register_error_handlers
     from .cli import register_commands
 
+    cookie_session.init_app(app)
     request_log.init_app(app)
     security_headers.init_app(app)
     register_error_handlers(app)

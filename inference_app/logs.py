@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 
 _CONFIGURED = False
 
@@ -26,6 +27,18 @@ def one_line(text: str) -> str:
 
 class PlainFormatter(logging.Formatter):
     """The classic one-line format, with the message's control characters escaped."""
+
+    _second: tuple[int, str] = (-1, "")  # the last second's date and time, written once a second
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+        if datefmt is not None:
+            return super().formatTime(record, datefmt)
+        second, text = self._second
+        if second != int(record.created):
+            second = int(record.created)
+            text = time.strftime(self.default_time_format, self.converter(record.created))
+            self._second = (second, text)
+        return self.default_msec_format % (text, record.msecs)
 
     def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802  (logging's name)
         record.message = one_line(record.message)

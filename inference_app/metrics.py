@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 import os
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -38,6 +39,22 @@ COLD_START = Histogram(
 )
 HTTP_REQUESTS = Counter("http_requests_total", "HTTP requests by route and status", ["route", "status"])
 WAITERS = Gauge("inference_start_waiters", "Requests waiting for a model to start", multiprocess_mode="livesum")
+
+_children: dict[tuple, Any] = {}
+
+
+def labelled(metric, *values: str):
+    """metric.labels(*values), remembered: the per-request metrics skip its checks and lock after the first time.
+
+    Nothing removes a labelled child here, so a remembered one is the one labels() would return.
+    """
+    key = (metric, values)
+    found = _children.get(key)
+    if found is None:
+        found = _children[key] = metric.labels(*values)
+        if len(_children) > 100_000:  # labels come from routes, model ids and statuses: never near this
+            _children.clear()
+    return found
 
 
 def scrape_allowed(metrics_token: str, authorization: str | None) -> bool:

@@ -33,6 +33,9 @@ HEADERS = {
 def init_app(app: Flask) -> None:
     @app.after_request
     def secure_headers(response: Response) -> Response:
+        # one pass over the headers, not one (case-insensitive) scan per header to add
+        present = {name.lower() for name in response.headers.keys()}
         for name, value in HEADERS.items():
-            response.headers.setdefault(name, value)
+            if name.lower() not in present:
+                response.headers.add(name, value)
         return response

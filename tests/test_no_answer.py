@@ -39,18 +39,26 @@ def test_a_close_without_answer_is_named_no_answer():
     server.close()
 
 
-class _DropFirst(urllib3.PoolManager):
+class _DropFirstPool(urllib3.HTTPConnectionPool):
     """Fault injection: the first request's connection closes without an answer, as a stale one does."""
 
-    dropped = 0
-
-    def request(self, method, url, *args, **kwargs):
+    def urlopen(self, method, url, *args, **kwargs):
         if _DropFirst.dropped == 0 and url.endswith("/predict"):
             _DropFirst.dropped += 1
             raise urllib3.exceptions.ProtocolError(
                 "Connection aborted.", http.client.RemoteDisconnected("Remote end closed connection without response")
             )
-        return super().request(method, url, *args, **kwargs)
+        return super().urlopen(method, url, *args, **kwargs)
+
+
+class _DropFirst(urllib3.PoolManager):
+    """Pools of _DropFirstPool, wherever the request enters urllib3 (PoolManager.request or a pool)."""
+
+    dropped = 0
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.pool_classes_by_scheme = {"http": _DropFirstPool}
 
 
 def test_a_live_model_that_closed_without_answering_is_asked_once_more(app, client, register, docker_client):

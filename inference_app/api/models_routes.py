@@ -75,7 +75,9 @@ def start_model(model_id: int):
 
 @bp.post("/models/<int:model_id>/infer")
 def infer(model_id: int):
-    model = inference.admit(model_id, request.args.get("version") or None, caller())  # rate limit, scope
+    args = request.args  # a missing key costs MultiDict.get an exception (BadRequestKeyError) to make
+    version = (args.get("version") or None) if "version" in args else None
+    model = inference.admit(model_id, version, caller())  # rate limit, scope
     release = enter_inference()
     try:
         response = _forward_inference(model)

@@ -212,9 +212,13 @@ class Activity:
         return None
 
     # -- persisting last use ------------------------------------------------------------------------
+    def started(self) -> bool:
+        """Whether this process's flusher is running (start has nothing left to do)."""
+        return self._flusher is not None and self._pid == os.getpid() and self._flusher.is_alive()
+
     def start(self, engine: Engine) -> None:
         """Bind to the database and start the per-process flusher (once, after fork, on first use)."""
-        if self._flusher is not None and self._flusher.is_alive() and self._pid == os.getpid():
+        if self.started():
             return
         with self._lock:
             if self._flusher is not None and self._flusher.is_alive() and self._pid == os.getpid():

@@ -43,7 +43,8 @@ class InferenceContext:
     @property
     def activity(self) -> Activity:
         """The activity ledger, bound to the database and flushing (started on first use)."""
-        self._activity.start(db.engine)
+        if not self._activity.started():  # db.engine is looked up only when there is something to start
+            self._activity.start(db.engine)
         return self._activity
 
     def close(self, starts_timeout: float = 10.0) -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import http.client
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import urllib3
+from urllib3.util import Retry, parse_url
 
 from ..errors import ConnectionBroken, ContainerFailed, InferenceTimeout, ModelUnreachable, NoAnswer
 from ..runtime import Endpoint
@@ -16,6 +18,7 @@ RETURNED_RESPONSE_HEADERS = ("Content-Type", "Content-Encoding", "Content-Langua
 BUFFER_LIMIT = 256 * 1024  # answers up to this size are read whole; larger or chunked ones stream
 CHUNK = 64 * 1024
 CONNECT_TIMEOUT = 2.0
+NO_RETRIES = Retry(False, redirect=False)  # what retries=False becomes in urllib3, made once
 
 
 @dataclass
@@ -41,15 +44,19 @@ def forward(
     """POST body to the model; ModelUnreachable if nothing was sent, other errors otherwise."""
     out = {name: headers[name] for name in FORWARDED_REQUEST_HEADERS if name in headers}
     out["X-Request-ID"] = request_id
-    url = endpoint.base_url + path + (f"?{query}" if query else "")
+    target = _request_uri(path) + (f"?{query}" if query else "")  # the query comes from urlencode
     try:
-        response = http.request(
+        # the endpoint's pool straight away: what http.request would do after parsing a URL we built
+        pool = http.connection_from_host(endpoint.host, port=endpoint.port, scheme="http")
+        response = pool.urlopen(
             "POST",
-            url,
+            target,
             body=body,
             headers=out,
-            timeout=urllib3.Timeout(connect=CONNECT_TIMEOUT, read=read_timeout),
-            retries=False,
+            timeout=_timeout(read_timeout),
+            retries=NO_RETRIES,
+            redirect=False,
+            assert_same_host=False,
             preload_content=False,
             decode_content=False,
         )
@@ -78,6 +85,17 @@ def forward(
             response.release_conn()
         return Upstream(response.status, passed, data, None)
     return Upstream(response.status, passed, None, _stream(response))
+
+
+@functools.lru_cache(maxsize=256)
+def _request_uri(path: str) -> str:
+    """The path as urllib3 sends it (invalid characters percent-encoded), worked out once per path."""
+    return parse_url(path).request_uri
+
+
+@functools.lru_cache(maxsize=64)
+def _timeout(read_timeout: float) -> urllib3.Timeout:
+    return urllib3.Timeout(connect=CONNECT_TIMEOUT, read=read_timeout)
 
 
 def _stream(response) -> Iterator[bytes]:

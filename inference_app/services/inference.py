@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
-import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from ..errors import ConnectionBroken, ModelUnreachable, NoAnswer, QueueFull
 from ..extensions import db
-from ..metrics import INFERENCE_LATENCY, INFERENCE_REQUESTS
+from ..metrics import INFERENCE_LATENCY, INFERENCE_REQUESTS, labelled
 from . import balancing, lifecycle, rate_limit, registry
+from .activity import Activity
 from .auth import Principal, sees_everything
-from .context import context
+from .context import InferenceContext, context
 from .forwarding import forward
 from .model_view import ModelView, Route
 
@@ -29,7 +30,15 @@ def request_id_from(incoming: str | None) -> str:
     """The caller's X-Request-ID if it is safe to log and forward, else a fresh one."""
     if incoming and SAFE_REQUEST_ID.fullmatch(incoming):
         return incoming
-    return uuid.uuid4().hex
+    return fresh_request_id()
+
+
+def fresh_request_id() -> str:
+    """uuid.uuid4().hex, without building a UUID object: 16 random bytes with the version 4 and variant bits."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    return raw.hex()
 
 
 @dataclass
@@ -47,7 +56,9 @@ class InferenceResult:
 
 def admit(model_id: int, version: str | None, caller: Principal) -> ModelView:
     """The way in for every inference (API and dashboard): the caller's rate limit, then resolve."""
-    context().rate_limiter.check(rate_limit.key_of(caller))
+    limiter = context().rate_limiter
+    if limiter.per_minute > 0:  # the key is made only for a limit that counts it
+        limiter.check(rate_limit.key_of(caller))
     return resolve(model_id, version, caller)
 
 
@@ -74,25 +85,26 @@ def infer(
     """Forward one inference request, starting the model's container first if needed."""
     model_id = model.id
     began = time.monotonic()
-    model = _enter(model)
+    ctx = context()  # looked up once: the steps below get it passed
+    activity = ctx.activity
+    model = _enter(model, ctx, activity)
     try:
-        result = _infer_entered(model, body, headers, request_id, query)
+        result = _infer_entered(ctx, activity, model, body, headers, request_id, query)
     except BaseException as exc:
-        _leave(model_id, began, getattr(exc, "status", 500), cold=False)
+        _leave(model_id, began, getattr(exc, "status", 500), cold=False, activity=activity)
         raise
     if result.stream is None:
-        _leave(model_id, began, result.status, result.cold, route=result.route)
+        _leave(model_id, began, result.status, result.cold, activity, result.route)
     else:
         result.stream = _leave_after(result.stream, model_id, began, result.status, result.cold, result.route)
     return result
 
 
-def _enter(model: ModelView) -> ModelView:
+def _enter(model: ModelView, ctx: InferenceContext, activity: Activity) -> ModelView:
     """Count the request in; while a stopper holds the model, wait for the stop to finish."""
-    ctx = context()
     deadline = time.monotonic() + ctx.settings.queue_timeout_seconds
     waited = False
-    while not ctx.activity.enter(model.id):
+    while not activity.enter(model.id):
         if time.monotonic() > deadline:
             raise QueueFull("the model is being stopped; try again", retry_after=2)
         waited = True
@@ -107,8 +119,8 @@ def _leave(model_id: int, began: float, status: int, cold: bool, activity=None, 
     if route is not None:
         balancing.leave(route, activity)
     activity.leave(model_id, round(seconds * 1000), status >= 500, cold)
-    INFERENCE_REQUESTS.labels(str(model_id), str(status)).inc()
-    INFERENCE_LATENCY.labels("true" if cold else "false").observe(seconds)
+    labelled(INFERENCE_REQUESTS, str(model_id), str(status)).inc()
+    labelled(INFERENCE_LATENCY, "true" if cold else "false").observe(seconds)
 
 
 def _leave_after(
@@ -121,8 +133,9 @@ def _leave_after(
         _leave(model_id, began, status, cold, activity, route)
 
 
-def _infer_entered(model: ModelView, body: bytes, headers, request_id: str, query: str) -> InferenceResult:
-    ctx = context()
+def _infer_entered(
+    ctx: InferenceContext, activity: Activity, model: ModelView, body: bytes, headers, request_id: str, query: str
+) -> InferenceResult:
     cold = False
     waited = 0.0
     avoid: set[str] = set()  # instances that refused or vanished under this request
@@ -131,10 +144,11 @@ def _infer_entered(model: ModelView, body: bytes, headers, request_id: str, quer
         cold = cold or readiness.cold
         waited += readiness.waited_s
         predict_path, model_id, version = model.predict_path, model.id, model.version
-        if db.session().in_transaction():
+        # a warm request has no session: asking for one would make it, and its teardown, for nothing
+        if db.session.registry.has() and db.session().in_transaction():
             db.session.commit()  # no transaction stays open while the model computes
         routes = () if readiness.cold else model.routes
-        route = balancing.enter(routes, readiness.endpoint, ctx.activity, avoid)
+        route = balancing.enter(routes, readiness.endpoint, activity, avoid)
         try:
             upstream = forward(
                 ctx.http,
@@ -147,7 +161,7 @@ def _infer_entered(model: ModelView, body: bytes, headers, request_id: str, quer
                 query,
             )
         except (ModelUnreachable, ConnectionBroken) as exc:
-            balancing.leave(route, ctx.activity)
+            balancing.leave(route, activity)
             if attempt == 2:
                 raise
             # Something was sent over a broken connection: repeat it only on another replica, and
@@ -177,7 +191,7 @@ def _infer_entered(model: ModelView, body: bytes, headers, request_id: str, quer
                 model = fresh_view(model_id)
             continue
         except BaseException:
-            balancing.leave(route, ctx.activity)
+            balancing.leave(route, activity)
             raise
         return InferenceResult(
             status=upstream.status,

@@ -101,9 +101,14 @@ def enter_inference(principal: Principal) -> Callable[[], None]:
 
     Only tokens are limited: with AUTH_DISABLED every caller is the same anonymous admin.
     """
-    if principal.token_id is None:
-        return lambda: None
-    return concurrency().acquire(key_of(principal))
+    limiter = concurrency()
+    if principal.token_id is None or limiter.per_key <= 0:
+        return _released
+    return limiter.acquire(key_of(principal))
+
+
+def _released() -> None:
+    """The release of an inference that no limit counted."""
 
 
 def init_app(app: Flask, per_token: int) -> None:
