@@ -285,3 +285,26 @@ def test_load_samples_are_timed_by_their_reports_and_not_repeated():
     _observe(history, (16.0, NOW - timedelta(seconds=0.3)), NOW + timedelta(seconds=1))  # the same report
     _observe(history, None, NOW + timedelta(seconds=2))  # no fresh report: nothing in flight, now
     assert history == deque([Sample(NOW - timedelta(seconds=0.3), 16.0), Sample(NOW + timedelta(seconds=2), 0.0)])
+
+
+# -- the snapshot cache ----------------------------------------------------------------------------------
+def test_an_expired_snapshot_is_read_again_by_one_caller_while_the_others_keep_it(monkeypatch):
+    from inference_app.services import model_view
+    from inference_app.services.model_view import ModelView, RunningModels
+
+    clock = [100.0]
+    monkeypatch.setattr(model_view.time, "monotonic", lambda: clock[0])
+    view = ModelView(1, "alice", "m", "1", Status.RUNNING.value, "/predict", 8080, "127.0.0.1", "c1")
+    cache = RunningModels(ttl=1.0)
+    cache.put((1, None, None), view)
+    assert cache.get((1, None, None)) is view
+    clock[0] = 101.2  # expired
+    assert cache.get((1, None, None)) is None  # this caller reads the model again
+    assert cache.get((1, None, None)) is view  # the others go on with the snapshot meanwhile
+    clock[0] = 101.6  # past the grace: the refresh never came, so the next caller reads it
+    assert cache.get((1, None, None)) is None
+    cache.abandon((1, None, None))  # its read failed: nothing stale is served any more
+    assert cache.get((1, None, None)) is None
+    cache.put((1, None, None), view)
+    cache.put((1, None, None), ModelView(1, "alice", "m", "1", Status.STOPPED.value, "/predict", None, None, None))
+    assert cache.get((1, None, None)) is None  # a model seen stopped is not served from the cache

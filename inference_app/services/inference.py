@@ -69,7 +69,11 @@ def resolve(model_id: int, version: str | None, caller: Principal | None) -> Mod
     running = context().running_models
     view = running.get(key)
     if view is None:
-        view = ModelView.of(registry.model_for_inference(model_id, version, visible_to=caller))
+        try:
+            view = ModelView.of(registry.model_for_inference(model_id, version, visible_to=caller))
+        except BaseException:
+            running.abandon(key)
+            raise
         running.put(key, view)
     return view
 

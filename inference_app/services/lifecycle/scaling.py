@@ -21,7 +21,7 @@ from ...models import EventKind, Replica, ReplicaStatus, ServedModel, Status, ut
 from ...runtime import Instance
 from ..activity import FLUSH_INTERVAL
 from ..context import context
-from ..model_view import CACHE_SECONDS
+from ..model_view import CACHE_SECONDS, REFRESH_GRACE
 from . import eviction, transitions
 from .decisions import admit, owner_limit
 from .starting import check_allowed, instance_spec
@@ -29,7 +29,7 @@ from .starting import check_allowed, instance_spec
 logger = logging.getLogger(__name__)
 
 # A drained replica stays this long at least: every process's snapshot has seen it leave traffic.
-DRAIN_GRACE = timedelta(seconds=CACHE_SECONDS + FLUSH_INTERVAL)
+DRAIN_GRACE = timedelta(seconds=CACHE_SECONDS + REFRESH_GRACE + FLUSH_INTERVAL)
 
 
 @dataclass(frozen=True)
