@@ -20,7 +20,7 @@ from .processes import Web
 from .report import Row, ms
 from .session import Session
 from .stats import median
-from .warm_measure import TITLES, WAYS, Pass, Rep, Stand, measure
+from .warm_measure import RERUN_COUNT, TITLES, WAYS, Pass, Rep, Stand, measure
 from .wrk import run_wrk
 
 logger = logging.getLogger(__name__)
@@ -226,6 +226,7 @@ def run(s: Session, web: Web, config: str) -> list[Row]:
     finally:
         stand.stop()
     reps = len(passes) * s.cfg.warm_reps
+    s.notes.append(_reruns_note())
     s.sections.append(
         (
             "Warm path: the anchors",
@@ -266,3 +267,13 @@ def _profile(s: Session, stand: Stand) -> str:
         stacks[way.name] = profile.collect(spies, list(way.workers), files[way.name])
         logger.info("profiled %s: %s samples in %s", way.name, sum(stacks[way.name].values()), files[way.name])
     return profile.section(stacks, TITLES, PROFILE_SECONDS, files, requests)
+
+
+def _reruns_note() -> str:
+    """How many warm-path runs measured one worker only and were run again (warm_measure._sample)."""
+    counted = ", ".join(f"{TITLES[w]} c={c}: {n}" for (w, c), n in sorted(RERUN_COUNT.items()))
+    return (
+        "Warm path: a run whose keep-alive connections all landed on one of the two workers (the "
+        "kernel gives a burst of connections to whichever worker accepts first) measures one worker, "
+        "not two, and is run again (at most 4 tries): " + (counted if counted else "none was needed in this run") + "."
+    )
