@@ -406,3 +406,39 @@ def test_across_web_workers_the_load_is_summed_and_replicas_are_added_once(datab
             procs.stop_all()
         assert created_since(docker_client, began, model["id"]) == 2  # replica 0, and one more: not one per worker
         assert len(events(app, model["id"], EventKind.SCALED_UP)) == 1
+
+
+def test_requests_entering_a_replica_together_leave_no_lock_behind(app, monkeypatch):
+    """Many threads entering one replica at once take its shared lock once: once they are gone, a drainer wins it."""
+    from sqlalchemy import text
+
+    from inference_app.coordination import REPLICA_NAMESPACE
+    from inference_app.services import shared_activity
+    from inference_app.services.shared_activity import SharedActivity
+
+    monkeypatch.setattr(shared_activity, "LINGER", 0.0)
+    with app.app_context():
+        ledger = SharedActivity()
+        ledger._engine = db.engine  # no flusher thread: lingering locks are let go below, by hand
+        for name in ("_query", "_query_locked"):  # a slow lock session: the threads overlap
+            slow = getattr(ledger, name)
+            monkeypatch.setattr(ledger, name, lambda *a, _slow=slow: (time.sleep(0.05), _slow(*a))[1])
+        barrier = threading.Barrier(8)
+
+        def request():
+            barrier.wait()
+            assert ledger.enter_replica(424242)
+            ledger.leave_replica(424242)
+
+        threads = [threading.Thread(target=request) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        ledger._release_lingering()
+        with db.engine.connect() as other:  # another session: a drainer in another process
+            won = other.execute(text("SELECT pg_try_advisory_lock(:n, 424242)"), {"n": REPLICA_NAMESPACE}).scalar()
+            if won:
+                other.execute(text("SELECT pg_advisory_unlock(:n, 424242)"), {"n": REPLICA_NAMESPACE})
+        ledger.close()
+    assert won, "a shared lock taken twice by one session outlived its requests"

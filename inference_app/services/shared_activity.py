@@ -49,19 +49,23 @@ class SharedActivity(Activity):
 
     def _query(self, sql: str, key: tuple[int, int]) -> bool:
         with self._conn_lock:
-            try:
-                if self._conn is None:
-                    self._conn = dedicated_connection(self._engine)
-                    self._shared.clear()
-                with self._conn.cursor() as cursor:
-                    cursor.execute(sql, key)
-                    row = cursor.fetchone()
-                return bool(row[0]) if row else True
-            except Exception:
-                # The session is gone, and with it every lock it held: start afresh.
-                self._conn = None
+            return self._query_locked(sql, key)
+
+    def _query_locked(self, sql: str, key: tuple[int, int]) -> bool:
+        """Run one lock function on the lock session; the caller holds _conn_lock."""
+        try:
+            if self._conn is None:
+                self._conn = dedicated_connection(self._engine)
                 self._shared.clear()
-                raise
+            with self._conn.cursor() as cursor:
+                cursor.execute(sql, key)
+                row = cursor.fetchone()
+            return bool(row[0]) if row else True
+        except Exception:
+            # The session is gone, and with it every lock it held: start afresh.
+            self._conn = None
+            self._shared.clear()
+            raise
 
     def _share(self, model_id: int) -> bool:
         return self._share_key((ACTIVITY_NAMESPACE, model_id))
@@ -84,12 +88,14 @@ class SharedActivity(Activity):
     def _share_key(self, key: tuple[int, int]) -> bool:
         if key in self._shared:
             return True
+        # Checked and taken under one lock: PostgreSQL counts a session's advisory locks, so two
+        # threads taking it at once would hold it twice, and the one unlock of _release_lingering
+        # would leave it held for as long as the process lives (no stop, no drain ever again).
         with self._conn_lock:
             if key in self._shared:
                 return True
-        won = self._query("SELECT pg_try_advisory_lock_shared(%s, %s)", key)
-        if won:
-            with self._conn_lock:
+            won = self._query_locked("SELECT pg_try_advisory_lock_shared(%s, %s)", key)
+            if won:
                 self._shared.add(key)
         return won
 
