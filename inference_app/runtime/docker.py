@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 import docker
 import docker.errors
@@ -21,6 +22,8 @@ from . import labels
 from .base import Endpoint, Instance, InstanceSpec, Limits, Runtime
 from .isolation import ModelNetworks, ModelsNetwork
 from .readiness import poll_ready
+
+NAME_FREE_TIMEOUT = 5.0  # seconds a start waits for a stale container of its name to be removed
 
 logger = logging.getLogger(__name__)
 
@@ -108,8 +111,19 @@ class DockerRuntime(Runtime):
                 # replica): a stale one is replaced, since its configuration may be out of date.
                 logger.info("container %s already exists; replacing it", name)
                 self.remove(name)
+                self._wait_gone(name)  # another remover (reconciliation) may still be at it
                 return self._create(spec, name, again=True)
             raise ContainerFailed(f"Docker refused to create the container: {_short(exc)}") from exc
+
+    def _wait_gone(self, name: str, timeout: float = NAME_FREE_TIMEOUT) -> None:
+        """Until no container has this name (its removal may be under way elsewhere), within a bound."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                self._call(self.client.containers.get, name)
+            except docker.errors.NotFound:
+                return
+            time.sleep(0.05)
 
     def wait_ready(self, instance: Instance, health_path: str, deadline: float) -> Endpoint:
         return poll_ready(self, self._health_pool.get(), instance, health_path, deadline)
