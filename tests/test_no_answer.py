@@ -16,13 +16,25 @@ from inference_app.runtime import Endpoint
 from inference_app.services.forwarding import forward
 
 
+def _read_whole_request(conn: socket.socket) -> None:
+    data = b""
+    while b"\r\n\r\n" not in data and (chunk := conn.recv(65536)):
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        (int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")), 0
+    )
+    while len(body) < length and (chunk := conn.recv(65536)):
+        body += chunk
+
+
 def _closing_server() -> tuple[socket.socket, threading.Thread]:
     """A real server that reads a request and closes the connection without a byte of answer."""
     server = socket.create_server(("127.0.0.1", 0))
 
     def serve():
         conn, _ = server.accept()
-        conn.recv(65536)
+        _read_whole_request(conn)  # unread bytes would make close() a reset, not a clean close
         conn.close()
 
     thread = threading.Thread(target=serve, daemon=True)
