@@ -35,6 +35,7 @@ from sqlalchemy import URL, create_engine, make_url, text
 from waiting import wait_for
 
 from inference_app import create_app
+from inference_app.config import Settings
 from inference_app.coordination import MIGRATION_LOCK as MIGRATION_LOCK_KEY
 from inference_app.coordination import dedicated_connection
 from inference_app.extensions import db
@@ -352,3 +353,28 @@ def test_the_compose_file_is_valid_and_wires_the_services():
     assert services["iris"]["build"]["context"].endswith("examples/models/iris")
     assert "models" not in services["postgres"]["networks"] and "models" not in services["kafka"]["networks"]
     assert "666" not in (ROOT / "docker-compose.yml").read_text()
+
+
+@pytest.mark.services  # Debian's docker-compose, which `make test` installs
+def test_the_compose_file_passes_the_kafka_sign_in_settings_from_env():
+    """Brokers that require SASL and TLS work in compose: the settings and the CA directory reach the service."""
+    plain = yaml.safe_load(compose("config", env=COMPOSE_ENV).stdout)["services"]["worker"]["environment"]
+    assert plain["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
+    assert not plain.get("KAFKA_SECURITY_PROTOCOL") and not plain.get("KAFKA_SASL_PASSWORD")
+    sasl = {
+        "KAFKA_BOOTSTRAP_SERVERS": "broker-1.internal:9093",
+        "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+        "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+        "KAFKA_SASL_USERNAME": "inference-service",
+        "KAFKA_SASL_PASSWORD": "test-only-not-a-secret",
+        "KAFKA_SSL_CAFILE": "/etc/inference/kafka-ca/ca.pem",
+    }
+    config = yaml.safe_load(compose("config", env={**COMPOSE_ENV, **sasl}).stdout)
+    for name in ("web", "worker"):
+        service = config["services"][name]
+        assert {key: service["environment"][key] for key in sasl} == sasl
+        assert any(str(volume).endswith("/etc/inference/kafka-ca:ro") for volume in service["volumes"]), service[
+            "volumes"
+        ]
+    settings = Settings.from_env({**sasl, "KAFKA_SSL_CAFILE": ""})  # the names are the ones the service reads
+    assert (settings.kafka_security_protocol, settings.kafka_sasl_username) == ("SASL_SSL", "inference-service")
