@@ -29,7 +29,11 @@
 #   KUBE_NODE_IP         the node's private address on lo (default 10.250.0.1)
 #   KUBE_UP_TIMEOUT      seconds to wait for each component (default 120)
 #
-# Requires: root, Go >= 1.24 on PATH (Debian's golang is too old), python3, curl, openssl, iptables.
+#   KUBE_GO_TOOLCHAIN    the Go release fetched from the Go module proxy (golang.org/toolchain) into
+#                        $CACHE/kubernetes/toolchain when PATH has no Go >= 1.24 (default 1.24.4)
+#
+# Requires: root, python3, curl, openssl, iptables; Go >= 1.24 is used from PATH (or /usr/local/go)
+# when there, else fetched (Debian's golang is too old).
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -55,6 +59,7 @@ CGROUP_ROOT=inference-kube                        # pods' cgroups: /sys/fs/cgrou
 ETCD_PORT=12379
 PAUSE_IMAGE=k8s.local/pause:3.10
 TIMEOUT="${KUBE_UP_TIMEOUT:-120}"
+GO_TOOLCHAIN="${KUBE_GO_TOOLCHAIN:-1.24.4}"       # fetched only when PATH has no Go >= 1.24
 # host settings the kubelet and kube-proxy change: saved by `up`, put back by `down`
 HOST_SYSCTLS="vm.overcommit_memory kernel.panic kernel.panic_on_oops net.ipv4.conf.all.route_localnet"
 SAVED_SYSCTLS="$KDIR/host-sysctls"
@@ -96,12 +101,40 @@ go_env() {
     export GOFLAGS="-trimpath -buildvcs=false" CGO_ENABLED=0 GOTOOLCHAIN=local
 }
 
+go_recent() {
+    command -v go >/dev/null || return 1
+    local v
+    v="$(go env GOVERSION 2>/dev/null)"; v="${v#go}"
+    [[ -n $v && "$(printf '%s\n1.24\n' "$v" | sort -V | head -1)" == 1.24 ]]
+}
+
+# Go itself as a module: the Go module proxy serves every release as golang.org/toolchain (what
+# GOTOOLCHAIN=auto downloads), so a machine without Go >= 1.24 gets one from there, cached.
+fetch_go() {
+    local arch proxy module dir tmp
+    case "$(uname -m)" in x86_64) arch=amd64 ;; aarch64) arch=arm64 ;; *) die "no Go toolchain for $(uname -m)" ;; esac
+    proxy="${GOPROXY:-https://proxy.golang.org}"; proxy="${proxy%%[,|]*}"
+    [[ $proxy == http* ]] || proxy=https://proxy.golang.org
+    module="v0.0.1-go$GO_TOOLCHAIN.linux-$arch"
+    dir="$KDIR/toolchain/go$GO_TOOLCHAIN"
+    if [[ ! -x $dir/bin/go ]]; then
+        log "no Go >= 1.24 on PATH: fetching go$GO_TOOLCHAIN from the Go module proxy (golang.org/toolchain@$module)"
+        mkdir -p "$KDIR/toolchain"
+        tmp="$(mktemp -d "$KDIR/toolchain/.fetch.XXXXXX")"
+        curl -fsSL --retry 3 -o "$tmp/go.zip" "$proxy/golang.org/toolchain/@v/$module.zip" \
+            || { rm -rf "$tmp"; die "could not fetch golang.org/toolchain@$module from $proxy"; }
+        python3 -m zipfile -e "$tmp/go.zip" "$tmp/x"
+        # a module zip keeps no file modes
+        chmod +x "$tmp/x/golang.org/toolchain@$module"/bin/* "$tmp/x/golang.org/toolchain@$module"/pkg/tool/*/*
+        rm -rf "$dir" && mv "$tmp/x/golang.org/toolchain@$module" "$dir" && rm -rf "$tmp"
+    fi
+    PATH="$dir/bin:$PATH"
+}
+
 check_go() {
     command -v go >/dev/null || [[ ! -x /usr/local/go/bin/go ]] || PATH="$PATH:/usr/local/go/bin"  # the upstream tarball's place
-    command -v go >/dev/null || die "go not found on PATH (Go >= 1.24 is needed to build Kubernetes)"
-    local v
-    v="$(go env GOVERSION)"; v="${v#go}"
-    [[ "$(printf '%s\n1.24\n' "$v" | sort -V | head -1)" == 1.24 ]] || die "Go $v is too old (>= 1.24 needed)"
+    go_recent || fetch_go
+    go_recent || die "the Go at $(command -v go) does not work or is older than 1.24"
 }
 
 write_wrapper_module() {
