@@ -18,8 +18,10 @@ import time
 
 from kubernetes import client, config, watch
 
-from inference_app.config import Settings
-from inference_app.runtime import InstanceSpec, make_runtime
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # the checkout
+
+from inference_app.config import Settings  # noqa: E402
+from inference_app.runtime import InstanceSpec, make_runtime  # noqa: E402
 
 IMAGE = sys.argv[1] if len(sys.argv) > 1 else "inference-test/echo:1"
 ROUNDS = int(sys.argv[2]) if len(sys.argv) > 2 else 5
