@@ -7,10 +7,10 @@ containerd, so pods run with imagePullPolicy Never and a missing image fails at 
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable
 
 import pytest
+from waiting import wait_for
 
 KUBECONFIG = os.environ.get("TEST_KUBECONFIG", "")
 NAMESPACE = "default"
@@ -55,14 +55,5 @@ def delete_objects(instance: str, namespace: str = NAMESPACE) -> None:
 
 
 def eventually(check: Callable[[], object], timeout: float = 30.0, what: str = "the condition"):
-    """Poll until check() returns something true; its value, or a failure naming `what`."""
-    deadline = time.monotonic() + timeout
-    delay = 0.05
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(delay)
-        delay = min(delay * 2, 0.5)
+    """waiting.wait_for with the cluster tests' default timeout."""
+    return wait_for(check, timeout, f"timed out waiting for {what}", interval=0.2)

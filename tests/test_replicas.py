@@ -19,6 +19,7 @@ import requests
 from conftest import BASE_SETTINGS, INSTANCE, SLOW, built_app, created_since, managed_containers, service_env
 from service_process import Processes
 from sqlalchemy import delete, select
+from waiting import wait_for
 
 from inference_app import create_app
 from inference_app.events.contract import Position, Rejected, decode
@@ -33,15 +34,9 @@ FAST_SCALING = {"scale_up_window_seconds": 0.5, "scale_down_delay_seconds": 1.0,
 TICK = 0.1
 
 
-def eventually(check, timeout: float = 40.0, every: float = TICK, what: str = "the condition"):
-    """Poll `check` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        time.sleep(every)
+def eventually(check, timeout: float = 40.0, what: str = "the condition"):
+    """waiting.wait_for with this file's default timeout."""
+    return wait_for(check, timeout, f"gave up waiting for {what}", interval=TICK)
 
 
 def replicas(app, model_id: int) -> Counter:

@@ -28,6 +28,12 @@ STATE_FIELDS = {
     "pinned_by_admin",
     "desired_replicas",  # the autoscaler's aim, and why it is held back
     "scale_note",
+    # where a running model answers, and why it failed: set with the state, by the lifecycle only
+    "container_id",
+    "container_host",
+    "host_port",
+    "started_at",
+    "last_error",
 }
 
 # Every edge of the machine, written out again by hand: the table must say exactly this.
@@ -120,18 +126,49 @@ def test_reconcile_verdicts():
     assert verdict(Status.RUNNING, busy=False, moved_since_observed=False, deleted=False, alive=True) is Verdict.KEEP
 
 
+def _written_fields(node: ast.AST) -> list[str]:
+    """The state or lease fields one node writes: `row.status = ...` (also += and annotated),
+    `setattr(row, "status", ...)`, and SQL `.values(status=...)` / `.values({"status": ...})`."""
+    if isinstance(node, ast.Assign | ast.AugAssign | ast.AnnAssign):
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+        return [t.attr for t in targets if isinstance(t, ast.Attribute) and t.attr in STATE_FIELDS]
+    if not isinstance(node, ast.Call):
+        return []
+    func = node.func
+    if isinstance(func, ast.Name) and func.id == "setattr" and len(node.args) > 1:
+        name = node.args[1]
+        return [name.value] if isinstance(name, ast.Constant) and name.value in STATE_FIELDS else []
+    if isinstance(func, ast.Attribute) and func.attr == "values":
+        keys = [k.arg for k in node.keywords]
+        keys += [k.value for a in node.args if isinstance(a, ast.Dict) for k in a.keys if isinstance(k, ast.Constant)]
+        return [k for k in keys if k in STATE_FIELDS]
+    return []
+
+
 def _state_writes(path: pathlib.Path) -> list[str]:
-    """Assignments to a model's state or lease fields in one source file."""
-    found = []
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
-        for target in targets:
-            if isinstance(target, ast.Attribute) and target.attr in STATE_FIELDS:
-                found.append(f"{path.relative_to(PACKAGE)}:{node.lineno} .{target.attr}")
-    return found
+    """Writes of a model's state, lease or endpoint fields in one source file."""
+    return [
+        f"{path.relative_to(PACKAGE)}:{node.lineno} .{field}"
+        for node in ast.walk(ast.parse(path.read_text(), str(path)))
+        for field in _written_fields(node)
+    ]
 
 
 def test_only_the_lifecycle_writes_a_state_or_a_lease():
     writers = [w for path in PACKAGE.rglob("*.py") if LIFECYCLE not in path.parents for w in _state_writes(path)]
     assert writers == []
     assert _state_writes(LIFECYCLE / "transitions.py")  # the check itself can see a write
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "row.status = 1",
+        "row.lease_owner += 'x'",
+        "setattr(row, 'host_port', 1)",
+        "update(ServedModel).values(status='stopped')",
+        "insert(t).values({'lease_expires_at': None})",
+    ],
+)
+def test_the_guard_sees_every_kind_of_write(source):
+    assert [field for node in ast.walk(ast.parse(source)) for field in _written_fields(node)]
