@@ -2,7 +2,7 @@
 
 Gathers the runtime's managed instances and the models that should have some or do, then
 lets the lifecycle settle each model (adopt, mark vanished, clean up abandoned claims) and
-removes instances that belong to no model.
+remove the instances that belong to no model.
 """
 
 from __future__ import annotations
@@ -41,9 +41,7 @@ def reconcile() -> lifecycle.Report:
     for model_id in sorted(model_ids):
         lifecycle.reconcile_model(model_id, by_model.get(model_id, []), observed_at, report)
     orphans = [i for model_id, found in by_model.items() if model_id not in model_ids for i in found]
-    for instance in strays + orphans:
-        runtime.remove(instance.instance_id, timeout=0)
-        report.removed.append(instance.name)
+    lifecycle.remove_unowned(strays + orphans, report)
     if report:
         logger.info(
             "reconciled: adopted %s, vanished %s, removed %s, ports updated %s",

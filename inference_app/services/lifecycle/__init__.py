@@ -5,7 +5,7 @@
     stopping     stop, finish, stop_if_idle
     eviction     fair share makes room under the cap: an extra replica first, else a model's last one
     scaling      replicas of a running model: grow, start_replica, take_out, finish_drains, settle
-    reconciling  vanished instances, adoption, abandoned claims (report_unreachable, reconcile_model)
+    reconciling  vanished instances, adoption, abandoned claims, strays (reconcile_model, remove_unowned)
     decisions    the verdicts (idle, reconcile, admission, scaling) as pure functions of facts
 
 Jobs and views gather facts and call one of the operations re-exported here.
@@ -13,7 +13,7 @@ Jobs and views gather facts and call one of the operations re-exported here.
 
 from __future__ import annotations
 
-from .reconciling import Report, reconcile_model, report_unreachable
+from .reconciling import Report, reconcile_model, remove_unowned, report_unreachable
 from .scaling import Growth, ReplicaClaim, finish_drains, grow, settle, start_replica, take_out
 from .starting import Readiness, ensure_ready, instance_spec, request_start, set_keep_warm
 from .stopping import stop, stop_if_idle
@@ -30,6 +30,7 @@ __all__ = [
     "grow",
     "instance_spec",
     "reconcile_model",
+    "remove_unowned",
     "report_unreachable",
     "request_start",
     "set_keep_warm",

@@ -83,6 +83,13 @@ def report_unreachable(model_id: int, endpoint: Endpoint, settle: bool = False) 
     return True
 
 
+def remove_unowned(instances: list[Instance], report: Report) -> None:
+    """Remove instances that carry our labels but belong to no model the registry knows as live."""
+    for instance in instances:
+        context().runtime.remove(instance.instance_id, timeout=0)
+        report.removed.append(instance.name)
+
+
 def reconcile_model(model_id: int, instances: list[Instance], observed_at: datetime, report: Report) -> None:
     """Settle one model against the instances the runtime listed for it at `observed_at`."""
     ctx = context()
