@@ -15,6 +15,7 @@ from inference_app.events.ingest import apply_batch
 from inference_app.extensions import db
 from inference_app.models import IngestedEvent, ServedModel
 from inference_app.services.context import context
+from inference_app.services.registry import register_model
 from inference_app.services.validation import validate_registration
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -103,3 +104,26 @@ def test_a_deletion_older_than_the_registry_holds_changes_nothing(ctx):
     assert held().deleted_at is None
     assert apply_batch([deletion(None)]).deleted_model_ids == []  # an untimed deletion never removes a timed one
     assert held().deleted_at is None and held().event_occurred_at == at(6)
+
+
+def test_an_api_registration_counts_as_dated_so_an_undated_replay_cannot_override_it(ctx):
+    apply_batch([upload("1", None)])  # the model came from an undated event first
+    body = {"user_id": "alice", "model_name": "churn", "image": ECHO, "metadata": {"rev": "api"}}
+    model, created = register_model(body, context().settings)
+    assert not created and model.meta == {"rev": "api"} and model.event_occurred_at is not None
+    result = apply_batch([upload("replayed", None)])
+    assert (result.applied, result.stale) == (0, 1)
+    assert held().meta == {"rev": "api"}, "an undated replay overrode the owner's own API registration"
+    later = datetime.now(UTC) + timedelta(seconds=1)
+    applied = apply_batch(
+        [Upload(Position("uploads", 0, next(OFFSETS)), upload("new", None).registration, "up-new", later)]
+    )
+    assert applied.applied == 1 and held().meta == {"rev": "new"}  # a dated event newer than the API write applies
+
+
+def test_an_api_registration_applies_even_when_the_held_event_time_is_ahead_of_this_clock(ctx):
+    ahead = datetime.now(UTC) + timedelta(seconds=120)  # within the allowed skew
+    apply_batch([Upload(Position("uploads", 0, next(OFFSETS)), upload("ahead", None).registration, "up-ahead", ahead)])
+    body = {"user_id": "alice", "model_name": "churn", "image": ECHO, "metadata": {"rev": "api"}}
+    model, _ = register_model(body, context().settings)
+    assert model.meta == {"rev": "api"} and held().event_occurred_at >= ahead

@@ -7,7 +7,7 @@ import logging
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, Insert, Select, bindparam, func, literal, or_, select, update
@@ -63,12 +63,23 @@ def register_model(data: Any, settings: Settings, principal: Principal | None = 
     reg = validate_registration(data, settings)
     if principal is not None:
         principal.require_owner(reg.user_id)
-    existed = _find(reg.user_id, reg.model_name, reg.version) is not None
-    [model_id] = upsert_registrations([Versioned(reg)])
+    existing = _find(reg.user_id, reg.model_name, reg.version)
+    existed = existing is not None
+    [model_id] = upsert_registrations([Versioned(reg, _api_time(existing))])
     db.session.commit()
     model = db.session.get(ServedModel, model_id, populate_existing=True)
     logger.info("%s model %s %s/%s:%s", "updated" if existed else "registered", model.id, *model_identity(model))
     return model, not existed
+
+
+def _api_time(existing: ServedModel | None) -> datetime:
+    """An API registration is dated now (so no undated or older event overrides it), or as new as
+    what the model already holds when that is ahead of this clock: the user's own write always applies."""
+    now = utcnow()
+    held = existing.event_occurred_at if existing is not None else None
+    if held is None:
+        return now
+    return max(now, held if held.tzinfo is not None else held.replace(tzinfo=UTC))
 
 
 def model_identity(model: ServedModel) -> Identity:
