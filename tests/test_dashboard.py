@@ -251,6 +251,27 @@ def test_infer_refuses_invalid_json_before_starting_anything(client, register, d
     assert managed_containers(docker_client, model["id"]) == []
 
 
+@pytest.mark.parametrize(
+    ("body", "said"),
+    [
+        ("[" * 5_000 + "]" * 5_000, "nested too deeply"),
+        ('{"n": ' + "7" * 5000 + "}", "not valid JSON"),
+    ],
+    ids=["deep", "huge-int"],
+)
+def test_infer_refuses_json_python_cannot_read_with_400_not_500(client, register, body, said):
+    model = register()
+    answer = post(client, f"/models/{model['id']}/infer", csrf_token(client), body=body)
+    assert answer.status_code == 400 and said in answer.get_data(as_text=True)
+
+
+def test_an_answer_too_deep_to_lay_out_is_shown_as_it_came(client, register):
+    model = register()  # the echo model answers {"echo": <the body>}
+    deep = "[" * 900 + "]" * 900
+    answer = post(client, f"/models/{model['id']}/infer", csrf_token(client), body=deep)
+    assert answer.status_code == 200 and deep in answer.get_data(as_text=True)
+
+
 def test_infer_errors_are_shown_in_the_panel_in_plain_words(client, register):
     model = register(image=MISSING_IMAGE)
     answer = post(client, f"/models/{model['id']}/infer", csrf_token(client), body="{}")

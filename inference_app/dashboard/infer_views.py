@@ -57,6 +57,10 @@ def _parse(text: str) -> bytes:
         raise InvalidInput(
             f"the request body is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})", field="body"
         ) from None
+    except RecursionError:
+        raise InvalidInput("the request body is nested too deeply to be read as JSON", field="body") from None
+    except ValueError as exc:  # int() of more than 4,300 digits
+        raise InvalidInput(f"the request body is not valid JSON: {exc}", field="body") from None
     return text.encode("utf-8")
 
 
@@ -106,7 +110,7 @@ def _readable(raw: bytes, content_type: str, truncated: bool) -> str:
     if "json" in content_type and not truncated:
         try:
             return pretty_json(json.loads(text))
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON after all, or too deep to lay out: as it came
             pass
     return text
 
