@@ -9,6 +9,8 @@ import pytest
 import urllib3
 from conftest import NEVER_HEALTHY, managed_containers
 
+from inference_app.extensions import db
+from inference_app.models import ServedModel
 from inference_app.runtime import Endpoint
 from inference_app.runtime.readiness import HEALTH_BODY_LIMIT, health_answer
 
@@ -117,4 +119,16 @@ def test_the_allowlist_is_checked_again_at_every_start(app, client, register, do
     assert refused.status_code == 403
     assert "inference-test/echo:1 is not in IMAGE_ALLOWLIST" in refused.get_json()["error"]["message"]
     assert client.get(f"/api/models/{model['id']}").get_json()["status"] == "failed"
+    assert managed_containers(docker_client, model["id"]) == []
+
+
+def test_code_loading_env_keys_are_refused_again_at_every_start(app, client, register, docker_client):
+    model = register(env={"MODE": "fast"})
+    with app.app_context():  # as a registration from before the rule, or written past the API
+        row = db.session.get(ServedModel, model["id"])
+        row.env = {"MODE": "fast", "LD_PRELOAD": "/tmp/evil.so"}
+        db.session.commit()
+    refused = client.post(f"/api/models/{model['id']}/start")
+    assert refused.status_code == 403
+    assert "env key LD_PRELOAD changes how the container loads code" in refused.get_json()["error"]["message"]
     assert managed_containers(docker_client, model["id"]) == []

@@ -112,7 +112,7 @@ def start_replica(claim: ReplicaClaim) -> bool:
     began = time.monotonic()
     instance = None
     try:
-        check_allowed(spec.image)
+        check_allowed(spec)
         instance = runtime.start(spec)
         endpoint = runtime.wait_ready(instance, health_path, began + ctx.settings.start_timeout_seconds)
     except ServiceError as exc:

@@ -33,7 +33,7 @@ from ...runtime import Endpoint, InstanceSpec
 from ...runtime.readiness import backoff_delays
 from ...units import parse_memory
 from ..context import context
-from ..validation import image_allowed, nano_cpus
+from ..validation import image_allowed, nano_cpus, runtime_hook_env
 from . import eviction, transitions
 from .decisions import admit, owner_limit
 
@@ -215,7 +215,7 @@ def _start_claimed(model_id: int) -> Endpoint:
     db.session.commit()  # end the read transaction: no database locks held while the runtime works
     began = time.monotonic()
     try:
-        check_allowed(spec.image)
+        check_allowed(spec)
         instance = runtime.start(spec)
         endpoint = runtime.wait_ready(instance, health_path, began + ctx.settings.start_timeout_seconds)
     except EngineUnavailable as exc:
@@ -245,11 +245,18 @@ def _start_claimed(model_id: int) -> Endpoint:
     return endpoint
 
 
-def check_allowed(image: str) -> None:
-    """IMAGE_ALLOWLIST again at every start: a narrowed list also holds for models registered before."""
+def check_allowed(spec: InstanceSpec) -> None:
+    """The registration rules that guard the host, again at every start, so they also hold for
+    models registered before a rule was added or narrowed: IMAGE_ALLOWLIST and code-loading env keys."""
     allowlist = context().settings.allowed_image_prefixes
-    if not image_allowed(image, allowlist):
-        raise Forbidden(f"image {image} is not in IMAGE_ALLOWLIST ({', '.join(allowlist)})")
+    if not image_allowed(spec.image, allowlist):
+        raise Forbidden(f"image {spec.image} is not in IMAGE_ALLOWLIST ({', '.join(allowlist)})")
+    hooks = sorted(key for key in spec.env if runtime_hook_env(key))
+    if hooks:
+        raise Forbidden(
+            f"env key {hooks[0]} changes how the container loads code and is not allowed; "
+            "register the model again without it"
+        )
 
 
 def _abandon(model_id: int, target: Status, message: str) -> None:
