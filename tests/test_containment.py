@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.server
 import threading
+import time
 
 import pytest
 import urllib3
@@ -97,6 +98,39 @@ def test_a_health_answer_is_read_only_up_to_a_bound():
     server.shutdown()
     assert outcome == [None]  # a 2xx: healthy, and the endless body was not read to its end
     assert _EndlessHealth.sent < 64 * HEALTH_BODY_LIMIT
+
+
+class _DrippingHealth(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):  # noqa: N802 (the standard library's name)
+        self.send_response(200)
+        self.send_header("Content-Length", "1000")
+        self.end_headers()
+        try:
+            for _ in range(1000):  # a byte every 0.1 s: 100 s for the whole body, each read under its timeout
+                self.wfile.write(b"x")
+                self.wfile.flush()
+                time.sleep(0.1)
+        except OSError:
+            pass  # the reader hung up, as it should
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_health_answer_trickling_in_is_not_waited_for():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _DrippingHealth)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    outcome = []
+    reader = threading.Thread(
+        target=lambda: outcome.append(
+            health_answer(urllib3.PoolManager(), Endpoint("127.0.0.1", server.server_port, "x"), "/health")
+        ),
+        daemon=True,
+    )
+    reader.start()
+    reader.join(timeout=30)  # HEALTH_READ_SECONDS bounds it; the whole body would take 100 s
+    server.shutdown()
+    assert outcome == [None], "the health check was still reading a body that trickles in"
 
 
 @pytest.mark.settings(start_timeout_seconds=3.0)

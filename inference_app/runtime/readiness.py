@@ -23,6 +23,7 @@ FIRST_DELAY = 0.005
 MAX_DELAY = 0.02  # a slow model (seconds to load) is noticed within 20 ms of being ready
 STATE_CHECK_EVERY = 0.25  # seconds between runtime checks for an instance that ended
 HEALTH_BODY_LIMIT = 64 * 1024
+HEALTH_READ_SECONDS = 2.0  # a body trickling in slower than this is not waited for
 
 
 def backoff_delays(first: float = FIRST_DELAY, cap: float = MAX_DELAY):
@@ -53,13 +54,14 @@ def health_answer(http: urllib3.PoolManager, endpoint: Endpoint, health_path: st
             retries=False,
             preload_content=False,
         )
+        whole = False
         try:
-            response.read(HEALTH_BODY_LIMIT)
+            whole = _read_bounded(response)
         finally:
-            if _whole(response):
+            if whole:
                 response.release_conn()  # all of it was read: the connection is kept alive
             else:
-                response.close()  # a long or endless body is dropped with its connection, never read
+                response.close()  # a long, endless or dripping body is dropped with its connection
     except urllib3.exceptions.HTTPError as exc:
         return f"health check failed: {exc.__class__.__name__}"
     if 200 <= response.status < 300:
@@ -67,9 +69,16 @@ def health_answer(http: urllib3.PoolManager, endpoint: Endpoint, health_path: st
     return f"health check answered {response.status}"
 
 
-def _whole(response) -> bool:
-    length = response.headers.get("Content-Length", "")
-    return length.isdigit() and int(length) <= HEALTH_BODY_LIMIT
+def _read_bounded(response) -> bool:
+    """Read the body up to HEALTH_BODY_LIMIT bytes and HEALTH_READ_SECONDS; True if it all came."""
+    deadline = time.monotonic() + HEALTH_READ_SECONDS
+    got = 0
+    while got <= HEALTH_BODY_LIMIT and time.monotonic() < deadline:
+        chunk = response.read1(HEALTH_BODY_LIMIT + 1 - got)  # what one receive gives: a drip cannot hold us
+        if not chunk:
+            return True
+        got += len(chunk)
+    return False
 
 
 def poll_ready(
