@@ -142,6 +142,23 @@ def test_wait_false_starts_use_a_small_pool_not_a_thread_per_call(client, regist
     assert 1 <= len(starters) <= 4
 
 
+@pytest.mark.settings(start_timeout_seconds=3.0, max_running_containers=10)
+def test_one_owner_cannot_take_every_background_start_worker(client, register):
+    before = {t for t in threading.enumerate() if t.name.startswith("model-start")}  # other tests' pools
+    models = {
+        owner: [register(user_id=owner, model_name=f"m{i}", image=NEVER_HEALTHY)["id"] for i in range(3)]
+        for owner in ("alice", "bob", "carol")
+    }
+    alice = [client.post(f"/api/models/{i}/start?wait=false") for i in models["alice"]]
+    assert [a.status_code for a in alice] == [202, 202, 429]
+    assert "alice already has 2 starts queued or running" in alice[2].get_json()["error"]["message"]
+    assert alice[2].headers["Retry-After"] == "2"
+    others = [client.post(f"/api/models/{i}/start?wait=false").status_code for i in models["bob"] + models["carol"]]
+    assert others == [202, 202, 429] * 2  # each owner gets their share of the workers, not a thread per model
+    starters = [t for t in threading.enumerate() if t.name.startswith("model-start") and t not in before]
+    assert 1 <= len(starters) <= 4
+
+
 @pytest.mark.settings(image_allowlist="inference-test/")
 def test_the_allowlist_is_checked_again_at_every_start(app, client, register, docker_client):
     from dataclasses import replace

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import QueueFull
+from ..errors import QueueFull, RateLimited
 
 
 @dataclass
@@ -56,30 +56,39 @@ class Flights:
 class StartQueue:
     """Starts asked for without waiting (wait=false): a few worker threads per process, not one per call.
 
-    A model already queued or starting in this process is not queued again; past `max_pending`
-    queued starts a request is refused with 503 and Retry-After.
+    A model already queued or starting in this process is not queued again. One owner may have
+    at most `per_owner` starts queued or running here (half the workers), so an owner whose starts
+    wait for room cannot hold every worker; past that, or past `max_pending` in all, a request is
+    refused with Retry-After (429 for the owner, 503 for everyone).
     """
 
-    def __init__(self, workers: int = 4, max_pending: int = 256):
+    def __init__(self, workers: int = 4, max_pending: int = 256, per_owner: int | None = None):
         self.workers = workers
         self.max_pending = max_pending
+        self.per_owner = per_owner if per_owner is not None else max(1, workers // 2)
         self._lock = threading.Lock()
-        self._pending: set[int] = set()
+        self._pending: dict[int, str] = {}  # model id -> its owner
         self._executor: ThreadPoolExecutor | None = None
         self._pid = 0
 
-    def submit(self, model_id: int, start: Callable[[], None]) -> bool:
+    def submit(self, model_id: int, start: Callable[[], None], owner: str = "") -> bool:
         """Queue `start` for the model; False when a start of it is already queued here."""
         with self._lock:
-            if model_id in self._pending:
-                return False
-            if len(self._pending) >= self.max_pending:
-                raise QueueFull(f"too many starts are already queued ({self.max_pending})", retry_after=2)
             if self._executor is None or self._pid != os.getpid():
                 self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="model-start")
                 self._pid = os.getpid()
                 self._pending.clear()
-            self._pending.add(model_id)
+            if model_id in self._pending:
+                return False
+            if len(self._pending) >= self.max_pending:
+                raise QueueFull(f"too many starts are already queued ({self.max_pending})", retry_after=2)
+            if sum(1 for held in self._pending.values() if held == owner) >= self.per_owner:
+                raise RateLimited(
+                    f"{owner or 'this owner'} already has {self.per_owner} starts queued or running; "
+                    "wait for one to finish, or start with wait=true",
+                    retry_after=2,
+                )
+            self._pending[model_id] = owner
             executor = self._executor
 
         def run() -> None:
@@ -87,7 +96,7 @@ class StartQueue:
                 start()
             finally:
                 with self._lock:
-                    self._pending.discard(model_id)
+                    self._pending.pop(model_id, None)
 
         executor.submit(run)
         return True

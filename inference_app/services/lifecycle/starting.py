@@ -314,7 +314,7 @@ def request_start(model: ServedModel, wait: bool, keep_warm: bool, by_admin: boo
                 claimed.set()
                 db.session.remove()
 
-    if context().starts.submit(model_id, start):
+    if context().starts.submit(model_id, start, owner=model.user_id):
         claimed.wait(timeout=CLAIM_WAIT)
     return None
 
