@@ -376,5 +376,8 @@ def test_the_compose_file_passes_the_kafka_sign_in_settings_from_env():
         assert any(str(volume).endswith("/etc/inference/kafka-ca:ro") for volume in service["volumes"]), service[
             "volumes"
         ]
+    hardening = {"IMAGE_ALLOWLIST": "registry.local/models/", "MODEL_USER": "65534:65534", "METRICS_TOKEN": "t0k"}
+    passed = yaml.safe_load(compose("config", env={**COMPOSE_ENV, **hardening}).stdout)["services"]["web"]
+    assert {key: passed["environment"][key] for key in hardening} == hardening
     settings = Settings.from_env({**sasl, "KAFKA_SSL_CAFILE": ""})  # the names are the ones the service reads
     assert (settings.kafka_security_protocol, settings.kafka_sasl_username) == ("SASL_SSL", "inference-service")
