@@ -74,6 +74,14 @@ def is_lock_conflict(exc: BaseException) -> bool:
     return code in ("40P01", "40001", "55P03")
 
 
+# Two-key session locks (namespace, id) on a dedicated connection: shared while requests are in
+# flight under the key, exclusive to stop or drain what the key names. DBAPI statements.
+TRY_SHARED_PAIR = "SELECT pg_try_advisory_lock_shared(%s, %s)"
+UNLOCK_SHARED_PAIR = "SELECT pg_advisory_unlock_shared(%s, %s)"
+TRY_EXCLUSIVE_PAIR = "SELECT pg_try_advisory_lock(%s, %s)"
+UNLOCK_EXCLUSIVE_PAIR = "SELECT pg_advisory_unlock(%s, %s)"
+
+
 def dedicated_connection(engine: Engine):
     """A DBAPI connection of its own, outside the pool: session-level locks live as long as it does."""
     cargs, cparams = engine.dialect.create_connect_args(engine.url)

@@ -11,7 +11,15 @@ from __future__ import annotations
 import threading
 import time
 
-from ..coordination import ACTIVITY_NAMESPACE, REPLICA_NAMESPACE, dedicated_connection
+from ..coordination import (
+    ACTIVITY_NAMESPACE,
+    REPLICA_NAMESPACE,
+    TRY_EXCLUSIVE_PAIR,
+    TRY_SHARED_PAIR,
+    UNLOCK_EXCLUSIVE_PAIR,
+    UNLOCK_SHARED_PAIR,
+    dedicated_connection,
+)
 from .activity import Activity
 
 LINGER = 1.0
@@ -74,7 +82,7 @@ class SharedActivity(Activity):
         return self._exclusive_key((ACTIVITY_NAMESPACE, model_id))
 
     def _unexclusive(self, model_id: int) -> None:
-        self._query("SELECT pg_advisory_unlock(%s, %s)", (ACTIVITY_NAMESPACE, model_id))
+        self._query(UNLOCK_EXCLUSIVE_PAIR, (ACTIVITY_NAMESPACE, model_id))
 
     def _share_replica(self, replica_id: int) -> bool:
         return self._share_key((REPLICA_NAMESPACE, replica_id))
@@ -83,7 +91,7 @@ class SharedActivity(Activity):
         return self._exclusive_key((REPLICA_NAMESPACE, replica_id))
 
     def _unexclusive_replica(self, replica_id: int) -> None:
-        self._query("SELECT pg_advisory_unlock(%s, %s)", (REPLICA_NAMESPACE, replica_id))
+        self._query(UNLOCK_EXCLUSIVE_PAIR, (REPLICA_NAMESPACE, replica_id))
 
     def _share_key(self, key: tuple[int, int]) -> bool:
         if key in self._shared:
@@ -94,7 +102,7 @@ class SharedActivity(Activity):
         with self._conn_lock:
             if key in self._shared:
                 return True
-            won = self._query_locked("SELECT pg_try_advisory_lock_shared(%s, %s)", key)
+            won = self._query_locked(TRY_SHARED_PAIR, key)
             if won:
                 self._shared.add(key)
         return won
@@ -104,8 +112,8 @@ class SharedActivity(Activity):
             held = key in self._shared
             self._shared.discard(key)
         if held:
-            self._query("SELECT pg_advisory_unlock_shared(%s, %s)", key)
-        return self._query("SELECT pg_try_advisory_lock(%s, %s)", key)
+            self._query(UNLOCK_SHARED_PAIR, key)
+        return self._query(TRY_EXCLUSIVE_PAIR, key)
 
     def _idle_for(self, key: tuple[int, int], now: float) -> bool:
         """Nothing in flight under this key for LINGER seconds (and, for a model, its last use written)."""
@@ -137,7 +145,7 @@ class SharedActivity(Activity):
             self._shared.discard(key)
             try:
                 with self._conn.cursor() as cursor:
-                    cursor.execute("SELECT pg_advisory_unlock_shared(%s, %s)", key)
+                    cursor.execute(UNLOCK_SHARED_PAIR, key)
             except Exception:
                 self._conn = None
                 self._shared.clear()
