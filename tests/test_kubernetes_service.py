@@ -201,3 +201,16 @@ def test_replicas_are_pods_of_the_models_deployment_added_and_removed_exactly(ap
         scaler.close()
     [left] = pods(model["id"])
     assert left.metadata.name == first.metadata.name  # the drained replica 1 went, replica 0 stayed
+
+
+def test_the_dashboard_and_the_metrics_show_the_pod_and_its_node(client, register):
+    model = register()
+    assert client.post(f"/api/models/{model['id']}/infer", json={"n": 1}).status_code == 200
+    [pod] = pods(model["id"])
+    page = client.get(f"/models/{model['id']}").get_data(as_text=True)
+    assert f"<dt>Name</dt><dd><code>{pod.metadata.name}</code></dd>" in page
+    assert f"<dt>Node</dt><dd><code>{pod.spec.node_name}</code></dd>" in page
+    metrics = client.get("/metrics").get_data(as_text=True)
+    assert 'inference_containers{state="running"} 1.0' in metrics
+    assert 'inference_lifecycle_events_total{kind="started"}' in metrics
+    assert f'inference_requests_total{{model_id="{model["id"]}",status="200"}}' in metrics

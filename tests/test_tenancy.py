@@ -1,19 +1,39 @@
-"""Nobody can starve another owner: per-owner limits and fair share, on the real service parts."""
+"""Nobody can starve another owner: per-owner limits and fair share, on the real service parts.
+
+Each test runs on both runtimes: the Docker engine and the test cluster (pods count against the
+cap and the owners' shares just as containers do).
+"""
 
 from __future__ import annotations
 
 import pytest
-from conftest import built_app
+from conftest import INSTANCE, built_app
+from kubernetes_support import delete_objects, kube_settings, require_cluster
 
 from inference_app.services import auth
 
 ECHO_BODY = {"x": 1}
 
 
+@pytest.fixture(params=["docker", "kubernetes"])
+def runtime_settings(request):
+    if request.param == "docker":
+        yield {}
+        return
+    require_cluster()
+    yield kube_settings(default_cpus=0.1)
+    delete_objects(INSTANCE)
+
+
 @pytest.fixture
-def tenants(database, docker_client, request):
+def tenants(database, docker_client, runtime_settings, request):
     marker = request.node.get_closest_marker("settings")
-    overrides = {"auth_disabled": False, "queue_timeout_seconds": 1.0, **(marker.kwargs if marker else {})}
+    overrides = {
+        "auth_disabled": False,
+        "queue_timeout_seconds": 1.0,
+        **runtime_settings,
+        **(marker.kwargs if marker else {}),
+    }
     with built_app(docker_client, **overrides) as app:
         auth.forget_cached_tokens()
         with app.app_context():
