@@ -18,7 +18,7 @@ unset KAFKA_BOOTSTRAP_SERVERS
 
 # a one-node Kubernetes (built once, cached) with the test images, for RUNTIME=kubernetes
 bash scripts/kubernetes.sh up >&2
-bash scripts/kubernetes.sh import inference-test/{echo,crash,never-healthy,slow}:1 >&2
+bash scripts/kubernetes.sh import inference-test/{echo,crash,never-healthy,slow}:1 inference-examples/iris:1 >&2
 TEST_KUBECONFIG="$(bash scripts/kubernetes.sh env | sed -n 's/^KUBECONFIG=//p')"
 export TEST_KUBECONFIG
 

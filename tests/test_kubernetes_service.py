@@ -15,9 +15,10 @@ from datetime import timedelta
 
 import pytest
 import requests
-from conftest import INSTANCE, SLOW
+from conftest import INSTANCE, IRIS, SLOW, service_env
 from kubernetes import client as k8s
 from kubernetes_support import NAMESPACE, admin, delete_objects, eventually, kube_settings, require_cluster
+from service_process import Processes
 
 from inference_app.extensions import db
 from inference_app.jobs.idle import reap_idle
@@ -61,6 +62,31 @@ def shown(client, model_id: int) -> dict:
 
 def events(client, model_id: int) -> list[str]:
     return [e["kind"] for e in client.get(f"/api/models/{model_id}/lifecycle-events").get_json()["items"]]
+
+
+def test_a_herd_across_two_service_replicas_and_their_workers_starts_one_pod(app, register, client, tmp_path):
+    """200 first requests split over two gunicorn services of two workers each: one pod, one start."""
+    env = service_env(web_concurrency=2, gunicorn_threads=64, default_cpus=0.1, **kube_settings())
+    procs = Processes(tmp_path)
+    try:
+        bases = [procs.web(env, name=f"web{i}").base for i in (1, 2)]
+        # the example model: a threaded Python server with keep-alive, as real model servers are
+        model = register(model_name="iris", image=IRIS, memory="256m")
+
+        def call(i):
+            flower = [5.1, 3.5, 1.4, 0.2] if i % 2 else [6.7, 3.1, 4.7, 1.5]
+            url = f"{bases[i % 2]}/api/models/{model['id']}/infer"
+            return requests.post(url, json={"instances": [flower]}, timeout=120)
+
+        with ThreadPoolExecutor(200) as pool:
+            responses = list(pool.map(call, range(200)))
+    finally:
+        procs.stop_all()
+    codes = [r.status_code for r in responses]
+    assert codes == [200] * 200, ({c: codes.count(c) for c in set(codes)}, [r.text[:300] for r in responses if r.status_code != 200][:3])
+    assert [r.json()["predictions"] for r in responses] == [["setosa"] if i % 2 else ["versicolor"] for i in range(200)]
+    assert len(pods(model["id"])) == 1
+    assert events(client, model["id"]).count("started") == 1
 
 
 def test_a_herd_of_first_requests_scales_up_once(live_server, register, client):

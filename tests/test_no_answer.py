@@ -83,3 +83,39 @@ def test_a_live_model_that_closed_without_answering_is_asked_once_more(app, clie
     assert _DropFirst.dropped == 1
     [container] = managed_containers(docker_client, model["id"])
     assert container.logs().decode().count("POST /predict") == 1  # the model saw it once
+
+
+class _RefuseFirstPool(urllib3.HTTPConnectionPool):
+    """Fault injection: the first connects to /predict time out, as against a server whose accept queue a herd filled."""
+
+    def urlopen(self, method, url, *args, **kwargs):
+        if _RefuseFirst.refused < _RefuseFirst.times and url.endswith("/predict"):
+            _RefuseFirst.refused += 1
+            raise urllib3.exceptions.ConnectTimeoutError(self, f"Connection to {self.host} timed out. (injected)")
+        return super().urlopen(method, url, *args, **kwargs)
+
+
+class _RefuseFirst(urllib3.PoolManager):
+    refused = 0
+    times = 0
+
+    def __init__(self, times: int, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        _RefuseFirst.refused, _RefuseFirst.times = 0, times
+        self.pool_classes_by_scheme = {"http": _RefuseFirstPool}
+
+
+@pytest.mark.parametrize(("failures", "status"), [(3, 200), (4, 502)])
+def test_a_live_model_that_could_not_be_connected_to_is_connected_to_again(
+    app, client, register, docker_client, failures, status
+):
+    model = register()
+    assert client.post(f"/api/models/{model['id']}/start").status_code == 200
+    pool = app.extensions["inference"]._http
+    pool._pool, pool._pid = _RefuseFirst(failures, num_pools=4, maxsize=4, retries=False), os.getpid()
+    answer = client.post(f"/api/models/{model['id']}/infer", json={"n": 1})
+    assert answer.status_code == status, answer.get_data(as_text=True)
+    assert _RefuseFirst.refused == failures  # three more connects, then the error is the client's
+    [container] = managed_containers(docker_client, model["id"])
+    assert container.logs().decode().count("POST /predict") == (1 if status == 200 else 0)
+    assert client.get(f"/api/models/{model['id']}").get_json()["status"] == "running"  # alive: not marked gone

@@ -24,6 +24,8 @@ logger = logging.getLogger(__name__)
 SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 STOP_WAIT_POLL = 0.05
 NO_ANSWER_PAUSE = 0.05  # before trying a live instance again that closed without answering
+CONNECT_RETRIES = 3  # connects again to a live instance that a connection could not be made to
+CONNECT_PAUSE = 0.25  # times the retry number: 0.25, 0.5, 0.75 s
 
 
 def request_id_from(incoming: str | None) -> str:
@@ -143,7 +145,9 @@ def _infer_entered(
     cold = False
     waited = 0.0
     avoid: set[str] = set()  # instances that refused or vanished under this request
-    for attempt in (1, 2):
+    attempts, attempt, connect_retries = 2, 0, 0
+    while attempt < attempts:
+        attempt += 1
         readiness = lifecycle.ensure_ready(model)
         cold = cold or readiness.cold
         waited += readiness.waited_s
@@ -166,7 +170,7 @@ def _infer_entered(
             )
         except (ModelUnreachable, ConnectionBroken) as exc:
             balancing.leave(route, activity)
-            if attempt == 2:
+            if attempt == attempts:
                 raise
             # Something was sent over a broken connection: repeat it only on another replica, and
             # only if this one is gone (never twice to a model that may have crashed on it).
@@ -175,6 +179,21 @@ def _infer_entered(
             broken = isinstance(exc, (ConnectionBroken, NoAnswer))
             gone = lifecycle.report_unreachable(model_id, route.endpoint, settle=broken)
             others = [r for r in routes if r.endpoint.instance_id != route.endpoint.instance_id]
+            if isinstance(exc, ModelUnreachable) and not gone and not others and connect_retries < CONNECT_RETRIES:
+                # no connection was made, so nothing was sent, and the instance is alive: a server
+                # whose accept queue a herd overflowed (pods are reached directly, with no proxy
+                # in front to absorb it). Connect again after a pause, a few times.
+                connect_retries += 1
+                attempts += 1
+                logger.info(
+                    "model %s: could not connect to replica %s (%s); request %s connects again",
+                    model_id,
+                    route.replica,
+                    exc.message,
+                    request_id,
+                )
+                time.sleep(CONNECT_PAUSE * connect_retries)
+                continue
             if isinstance(exc, NoAnswer) and not gone:
                 # closed before any answer, the instance alive (a stale pooled connection, a proxy whose
                 # dial to an overloaded server failed): the model never answered it, so try once more
@@ -208,4 +227,4 @@ def _infer_entered(
             version=version,
             route=route,
         )
-    raise AssertionError("unreachable")
+    raise AssertionError("unreachable: the last attempt raises")

@@ -181,9 +181,15 @@ class Handler(BaseHTTPRequestHandler):
         )
 
 
+class Server(ThreadingHTTPServer):
+    # the standard library listens with a backlog of 5: a burst of new connections (a cold-start
+    # herd reaching the pod directly, with no proxy in front) would be dropped or reset
+    request_queue_size = 128
+
+
 def main() -> None:
     port = int(os.environ.get("PORT", "8080"))
-    server = ThreadingHTTPServer(("0.0.0.0", port), Handler)
+    server = Server(("0.0.0.0", port), Handler)
     server.daemon_threads = True
 
     def stop(signum, frame):  # PID 1 in a container: SIGTERM must be handled
