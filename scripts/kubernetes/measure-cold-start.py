@@ -28,6 +28,7 @@ ROUNDS = int(sys.argv[2]) if len(sys.argv) > 2 else 5
 KUBECONFIG = os.environ["KUBECONFIG"]
 NAMESPACE = "default"
 INSTANCE = f"coldstart{os.getpid()}"
+SETTLE = 2.0  # seconds after the last pod is gone before the next round
 
 
 def through_runtime(runtime_name: str) -> list[float]:
@@ -48,6 +49,8 @@ def through_runtime(runtime_name: str) -> list[float]:
         runtime.wait_ready(instance, "/health", began + 60)
         times.append(time.monotonic() - began)
         runtime.remove_model(1, timeout=0)
+        if runtime_name == "kubernetes":
+            no_pods_left(f"inference-service.io/instance={INSTANCE}")
     if runtime_name == "kubernetes":
         api = config.new_client_from_config(config_file=KUBECONFIG)
         selector = f"inference-service.io/instance={INSTANCE}"
@@ -93,6 +96,8 @@ def through_service(runtime_name: str) -> list[float]:
         times.append(time.monotonic() - began)
         assert answer.status_code == 200 and answer.headers["X-Cold-Start"] == "true", answer.get_json()
         assert web.post(f"/api/models/{model_id}/stop").status_code == 200
+        if runtime_name == "kubernetes":
+            no_pods_left(f"inference-service.io/instance={INSTANCE}s")
     app.extensions["inference"].close()
     if runtime_name == "kubernetes":
         api = config.new_client_from_config(config_file=KUBECONFIG)
@@ -100,6 +105,16 @@ def through_service(runtime_name: str) -> list[float]:
         client.AppsV1Api(api).delete_collection_namespaced_deployment(NAMESPACE, label_selector=selector)
         client.NetworkingV1Api(api).delete_collection_namespaced_network_policy(NAMESPACE, label_selector=selector)
     return times
+
+
+def no_pods_left(selector: str) -> None:
+    """Between rounds, for every way alike: the stopped pod is gone and the kubelet has a moment
+    to tear it down, as when a model stopped minutes ago (a start is never measured against the
+    kubelet still removing the last pod)."""
+    core = client.CoreV1Api(config.new_client_from_config(config_file=KUBECONFIG))
+    while core.list_namespaced_pod(NAMESPACE, label_selector=selector).items:
+        time.sleep(0.2)
+    time.sleep(SETTLE)
 
 
 def bare_scale() -> list[float]:
@@ -134,8 +149,7 @@ def bare_scale() -> list[float]:
                     break
             times.append(time.monotonic() - began)
             apps.patch_namespaced_deployment_scale(name, NAMESPACE, {"spec": {"replicas": 0}})
-            while core.list_namespaced_pod(NAMESPACE, label_selector=selector).items:
-                time.sleep(0.2)
+            no_pods_left(selector)
     finally:
         apps.delete_namespaced_deployment(name, NAMESPACE)
     return times
