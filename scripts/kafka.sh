@@ -11,8 +11,10 @@
 # Environment:
 #   KAFKA_BOOTSTRAP_SERVERS  use this existing Kafka instead: `start`/`status` only check that it is
 #                            reachable over TCP, `stop` does nothing, `bootstrap` prints it.
-#   KAFKA_TEST_PORT          broker port on 127.0.0.1 (default 59092)
-#   KAFKA_CONTROLLER_PORT    KRaft controller port on 127.0.0.1 (default KAFKA_TEST_PORT+1)
+#   KAFKA_HOST               the address the broker listens on and advertises (default 127.0.0.1;
+#                            e.g. the test cluster's node address, for pods to reach it)
+#   KAFKA_TEST_PORT          broker port on KAFKA_HOST (default 59092)
+#   KAFKA_CONTROLLER_PORT    KRaft controller port on KAFKA_HOST (default KAFKA_TEST_PORT+1)
 #   KAFKA_HEAP_OPTS          JVM heap options (default -Xms256m -Xmx512m)
 #   KAFKA_JVM_OPTS           extra JVM options (default empty)
 #   KAFKA_START_TIMEOUT      seconds to wait for readiness (default 60)
@@ -41,7 +43,7 @@ CACHE="${INFERENCE_CACHE_DIR:-$HOME/.cache/inference-service}"
 LIBDIR="$CACHE/kafka-libs"
 PORT="${KAFKA_TEST_PORT:-59092}"
 CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-$((PORT + 1))}"
-HOST=127.0.0.1
+HOST="${KAFKA_HOST:-127.0.0.1}"
 SECURITY="${KAFKA_SECURITY:-plaintext}"
 SSL_PORT="${KAFKA_SSL_PORT:-$((PORT + 2))}"
 case "$SECURITY" in

@@ -59,6 +59,9 @@ CGROUP_ROOT=inference-kube                        # pods' cgroups: /sys/fs/cgrou
 ETCD_PORT=12379
 PAUSE_IMAGE=k8s.local/pause:3.10
 TIMEOUT="${KUBE_UP_TIMEOUT:-120}"
+# what `up` writes; a running cluster made with another is started again. 2: the CNI firewall
+# plugin, which lets pods reach pods through the FORWARD chain that Docker sets to DROP
+CLUSTER_CONFIG=2
 GO_TOOLCHAIN="${KUBE_GO_TOOLCHAIN:-1.24.4}"       # fetched only when PATH has no Go >= 1.24
 # host settings the kubelet and kube-proxy change: saved by `up`, put back by `down`
 HOST_SYSCTLS="vm.overcommit_memory kernel.panic kernel.panic_on_oops net.ipv4.conf.all.route_localnet"
@@ -290,6 +293,12 @@ clean_iptables() {
             $ipt -t $t -X KUBE-IPTABLES-HINT 2>/dev/null || true
         done
     done
+    # the firewall plugin's chains (a pod's own rules go with its CNI DEL; the chains stay)
+    iptables -D FORWARD -m comment --comment "CNI firewall plugin rules" -j CNI-FORWARD 2>/dev/null || true
+    for chain in CNI-FORWARD CNI-ADMIN; do
+        iptables -F "$chain" 2>/dev/null || true
+        iptables -X "$chain" 2>/dev/null || true
+    done
     # the bridge plugin's masquerade chains of pods that never got their CNI DEL (kill -9)
     iptables -t nat -S POSTROUTING 2>/dev/null | { grep -F "$CNI_NETWORK" || true; } | while read -r rule; do
         chain="$(sed -n 's/.* -j \(CNI-[0-9a-f]*\).*/\1/p' <<<"$rule")"
@@ -449,9 +458,11 @@ EOF
   {"type": "bridge", "bridge": "$BRIDGE", "isGateway": true, "ipMasq": true, "hairpinMode": true,
    "ipam": {"type": "host-local", "ranges": [[{"subnet": "$POD_CIDR"}]], "routes": [{"dst": "0.0.0.0/0"}],
             "dataDir": "$RUN/cni-ipam"}},
+  {"type": "firewall", "backend": "iptables"},
   {"type": "portmap", "capabilities": {"portMappings": true}},
   {"type": "loopback"}]}
 EOF
+    echo "$CLUSTER_CONFIG" >"$RUN/cluster-config"
     cat >"$RUN/kubelet.yaml" <<EOF
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
@@ -530,10 +541,11 @@ cmd_up() {
     [[ $(id -u) -eq 0 ]] || die "must run as root (mounts, cgroups, iptables, an address on lo)"
     with_lock
     cmd_build
-    if healthy; then
+    if healthy && [[ "$(cat "$RUN/cluster-config" 2>/dev/null)" == "$CLUSTER_CONFIG" ]]; then
         log "already running (node $NODE Ready); KUBECONFIG=$KUBECONFIG_FILE"
         return 0
     fi
+    healthy && log "running with an older configuration (not $CLUSTER_CONFIG): starting it again"
     if leftovers; then
         log "cleaning up what a previous cluster left (stopped or killed)"
         teardown

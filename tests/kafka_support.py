@@ -120,18 +120,20 @@ class PrivateBroker:
 
     state_dir: Path
     security: str = "plaintext"
+    host: str = "127.0.0.1"  # where it listens and what it advertises
 
     def __post_init__(self) -> None:
         self.port, self.controller_port, self.ssl_port = free_ports(3)
 
     @property
     def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     def _env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
         env.update(
             KAFKA_SECURITY=self.security,
+            KAFKA_HOST=self.host,
             KAFKA_TEST_PORT=str(self.port),
             KAFKA_CONTROLLER_PORT=str(self.controller_port),
             KAFKA_SSL_PORT=str(self.ssl_port),

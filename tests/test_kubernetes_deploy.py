@@ -1,10 +1,11 @@
-"""The service deployed into the test cluster by the manifests of deploy/kubernetes/.
+"""The service in the cluster: deploy/kubernetes/ applied to the test cluster, as it is.
 
 The service image is built from the locally made base (scripts/build-service-image.sh) and
 imported into the cluster's containerd. The manifests are applied as they are, with the test's
-settings in the ConfigMap and two changes a real cluster does not need: the service's pods use
-the node's network (hostNetwork), so that they reach the test PostgreSQL and Kafka broker, which
-listen on this host's loopback only; and one web replica (a second would want the same host port).
+settings in the ConfigMap and Secret and the local image. The service's pods run on the pod
+network, two web and two worker replicas, and reach model pods by their pod IPs (the normal
+home). The test PostgreSQL listens on this host's loopback only, so a relay on the node address
+stands in for a database of their own; the test starts a broker of its own on the node address.
 A model registered through Kafka then answers through the in-cluster Service.
 """
 
@@ -19,11 +20,11 @@ import requests
 import yaml
 from conftest import ECHO, INSTANCE, PG_URL
 from deployment_support import ROOT, build_service_image
-from kafka_support import BOOTSTRAP, create_topics, fresh_topics, producer, require_kafka, send
+from kafka_support import PrivateBroker, create_topics, fresh_topics, producer, send
 from kubernetes import client as k8s
 from kubernetes import utils
-from kubernetes_support import admin, eventually, require_cluster
-from service_process import free_port
+from kubernetes_support import Relay, admin, eventually, node_address, require_cluster
+from sqlalchemy import make_url
 
 from inference_app.runtime import kube_objects
 
@@ -48,34 +49,43 @@ def service_image() -> str:
     return image
 
 
-def adapted(docs: list[dict], image: str, settings: dict[str, str], port: int) -> list[dict]:
+def adapted(docs: list[dict], image: str, settings: dict[str, str]) -> list[dict]:
     for doc in docs:
         if doc["kind"] == "ConfigMap":
             doc["data"].update(settings)
         if doc["kind"] == "Deployment":
-            pod = doc["spec"]["template"]["spec"]
-            pod.update(hostNetwork=True, dnsPolicy="ClusterFirstWithHostNet")
-            [container] = pod["containers"]
+            [container] = doc["spec"]["template"]["spec"]["containers"]
             container["image"] = image
             container["imagePullPolicy"] = "Never"
-            if doc["metadata"]["name"] == "inference-web":
-                doc["spec"]["replicas"] = 1
-                container["env"].append({"name": "PORT", "value": str(port)})
-                container["ports"][0]["containerPort"] = port
     return docs
 
 
+@pytest.fixture
+def reachable_from_pods(tmp_path):
+    """PostgreSQL through a relay, and a broker of this test's own, both on the node address."""
+    require_cluster()
+    node = node_address()
+    database = make_url(PG_URL)
+    relay = Relay(node, (database.host, database.port))
+    broker = PrivateBroker(tmp_path / "kafka", host=node)
+    broker.start()
+    try:
+        yield database.set(host=node, port=relay.address[1]).render_as_string(hide_password=False), broker.bootstrap
+    finally:
+        broker.stop()
+        relay.close()
+
+
 @pytest.mark.timeout(900)
-def test_the_manifests_serve_a_model_registered_through_kafka(app, service_image):
-    require_kafka()
+def test_the_manifests_serve_a_model_registered_through_kafka(app, service_image, reachable_from_pods):
+    database_url, bootstrap = reachable_from_pods
     api = admin()
     core, apps = k8s.CoreV1Api(api), k8s.AppsV1Api(api)
     namespace = f"{INSTANCE}-deploy"
-    topics = fresh_topics()
+    topics = fresh_topics(bootstrap)
     create_topics(topics)
     settings = {
         **{name.upper(): value for name, value in topics.items()},
-        "KAFKA_BOOTSTRAP_SERVERS": BOOTSTRAP,
         "INSTANCE_NAME": f"{INSTANCE}d",
         "CONTAINER_PREFIX": "itest",
         "KUBE_IMAGE_PULL_POLICY": "Never",
@@ -92,24 +102,33 @@ def test_the_manifests_serve_a_model_registered_through_kafka(app, service_image
             namespace,
             k8s.V1Secret(
                 metadata=k8s.V1ObjectMeta(name="inference-service"),
-                string_data={"DATABASE_URL": PG_URL, "SECRET_KEY": secrets.token_hex(32)},
+                string_data={"DATABASE_URL": database_url, "SECRET_KEY": secrets.token_hex(32)},
             ),
         )
-        for doc in adapted(manifests(), service_image, settings, free_port()):
+        docs = adapted(manifests(), service_image, settings)
+        assert {d["metadata"]["name"]: d["spec"]["replicas"] for d in docs if d["kind"] == "Deployment"} == {
+            "inference-web": 2,
+            "inference-worker": 2,
+        }
+        for doc in docs:
             utils.create_from_dict(api, doc, namespace=namespace)
 
         def available(name: str, want: int):
             found = apps.read_namespaced_deployment(name, namespace).status
             return (found.ready_replicas or 0) >= want
 
-        eventually(lambda: available("inference-web", 1), 240, "the web Deployment to be Ready")
+        eventually(lambda: available("inference-web", 2), 240, "both web pods to be Ready")
         eventually(lambda: available("inference-worker", 2), 120, "both worker pods to be Ready")
+        web_pods = core.list_namespaced_pod(namespace, label_selector="app.kubernetes.io/component=web").items
+        node = node_address()
+        assert [p.spec.host_network for p in web_pods] == [None, None]  # on the pod network
+        assert node not in {p.status.pod_ip for p in web_pods}
         service = core.read_namespaced_service("inference-service", namespace)
         base = f"http://{service.spec.cluster_ip}:8002"  # the in-cluster Service, through kube-proxy
         assert requests.get(f"{base}/readyz", timeout=5).status_code == 200
 
         event = {"event_id": f"k8s-{uuid.uuid4().hex[:8]}", "user_id": "deploy", "model_name": "echo", "image": ECHO}
-        prod = producer()
+        prod = producer(bootstrap)
         send(prod, topics["kafka_topic_uploaded"], event, key="deploy/echo")
         prod.flush()
         prod.close()
@@ -126,6 +145,9 @@ def test_the_manifests_serve_a_model_registered_through_kafka(app, service_image
         assert pod.spec.service_account_name == "default" and pod.spec.automount_service_account_token is False
     finally:
         core.delete_namespace(namespace)
+        # the service's four pods hold a CPU request each until they are gone: the tests after
+        # this one need the node's room back
+        eventually(lambda: not core.list_namespaced_pod(namespace).items, 120, "the deploy namespace's pods to go")
 
 
 def test_the_role_allows_every_runtime_operation(kube_cluster, tmp_path):

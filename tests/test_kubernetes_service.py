@@ -83,7 +83,10 @@ def test_a_herd_across_two_service_replicas_and_their_workers_starts_one_pod(app
     finally:
         procs.stop_all()
     codes = [r.status_code for r in responses]
-    assert codes == [200] * 200, ({c: codes.count(c) for c in set(codes)}, [r.text[:300] for r in responses if r.status_code != 200][:3])
+    assert codes == [200] * 200, (
+        {c: codes.count(c) for c in set(codes)},
+        [r.text[:300] for r in responses if r.status_code != 200][:3],
+    )
     assert [r.json()["predictions"] for r in responses] == [["setosa"] if i % 2 else ["versicolor"] for i in range(200)]
     assert len(pods(model["id"])) == 1
     assert events(client, model["id"]).count("started") == 1
