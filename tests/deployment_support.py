@@ -142,21 +142,34 @@ def wait_log(container, text: str, timeout: float) -> str:
     return wait_for(logged, timeout, said, interval=0.2)
 
 
-class UnixRelay:
-    """A Unix socket that forwards each connection to a TCP address.
+class Relay:
+    """Forwards each connection accepted on a listening socket to a TCP address.
 
-    A container on its own network cannot reach the test PostgreSQL, which listens on the host's
-    loopback only; mounted into the container, this socket can.
+    The test PostgreSQL listens on the host's loopback only. A container on its own network
+    reaches it through a Unix socket mounted into it (`Relay.unix`); a pod on the pod network
+    through the test cluster's node address (`Relay.tcp`).
     """
 
-    def __init__(self, path: Path, target: tuple[str, int]):
-        self.path = path
+    def __init__(self, server: socket.socket, target: tuple[str, int]):
         self.target = target
-        self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._server.bind(str(path))
-        os.chmod(path, 0o777)  # the service runs as uid 10001
-        self._server.listen(64)
+        self._server = server
         threading.Thread(target=self._accept, daemon=True).start()
+
+    @classmethod
+    def unix(cls, path: Path, target: tuple[str, int]) -> Relay:
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        server.bind(str(path))
+        os.chmod(path, 0o777)  # the service runs as uid 10001
+        server.listen(64)
+        return cls(server, target)
+
+    @classmethod
+    def tcp(cls, host: str, target: tuple[str, int]) -> Relay:
+        return cls(socket.create_server((host, 0), backlog=64), target)
+
+    @property
+    def port(self) -> int:
+        return self._server.getsockname()[1]
 
     def _accept(self) -> None:
         while True:

@@ -7,8 +7,6 @@ containerd, so pods run with imagePullPolicy Never and a missing image fails at 
 from __future__ import annotations
 
 import os
-import socket
-import threading
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
@@ -69,50 +67,3 @@ def node_address() -> str:
     with open(require_cluster()) as f:
         server = yaml.safe_load(f)["clusters"][0]["cluster"]["server"]
     return urlsplit(server).hostname
-
-
-class Relay:
-    """A TCP relay from the node address to a service that listens on loopback only (the test
-    PostgreSQL), so that pods on the pod network reach it as they would a database of their own."""
-
-    def __init__(self, host: str, target: tuple[str, int]):
-        self.target = target
-        self._server = socket.create_server((host, 0))
-        self.address = (host, self._server.getsockname()[1])
-        self._open: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self._server.accept()
-            except OSError:
-                return  # closed
-            try:
-                upstream = socket.create_connection(self.target, timeout=5)
-            except OSError:
-                conn.close()
-                continue
-            upstream.settimeout(None)
-            self._open += [conn, upstream]
-            for a, b in ((conn, upstream), (upstream, conn)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pump(source: socket.socket, sink: socket.socket) -> None:
-        try:
-            while data := source.recv(65536):
-                sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for sock in (source, sink):
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def close(self) -> None:
-        self._server.close()
-        for sock in self._open:
-            sock.close()

@@ -83,8 +83,9 @@ class _EndlessHealth(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def test_a_health_answer_is_read_only_up_to_a_bound():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _EndlessHealth)
+def _health_check_against(handler: type[http.server.BaseHTTPRequestHandler]) -> list:
+    """health_answer against a real server with this handler; [its answer], or [] if it never came."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     outcome = []
     reader = threading.Thread(
@@ -94,8 +95,13 @@ def test_a_health_answer_is_read_only_up_to_a_bound():
         daemon=True,
     )
     reader.start()
-    reader.join(timeout=30)
+    reader.join(timeout=30)  # the bounds are seconds; an unbounded read would take far longer
     server.shutdown()
+    return outcome
+
+
+def test_a_health_answer_is_read_only_up_to_a_bound():
+    outcome = _health_check_against(_EndlessHealth)
     assert outcome == [None]  # a 2xx: healthy, and the endless body was not read to its end
     assert _EndlessHealth.sent < 64 * HEALTH_BODY_LIMIT
 
@@ -118,18 +124,7 @@ class _DrippingHealth(http.server.BaseHTTPRequestHandler):
 
 
 def test_a_health_answer_trickling_in_is_not_waited_for():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _DrippingHealth)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    outcome = []
-    reader = threading.Thread(
-        target=lambda: outcome.append(
-            health_answer(urllib3.PoolManager(), Endpoint("127.0.0.1", server.server_port, "x"), "/health")
-        ),
-        daemon=True,
-    )
-    reader.start()
-    reader.join(timeout=30)  # HEALTH_READ_SECONDS bounds it; the whole body would take 100 s
-    server.shutdown()
+    outcome = _health_check_against(_DrippingHealth)  # the whole body would take 100 s
     assert outcome == [None], "the health check was still reading a body that trickles in"
 
 

@@ -19,8 +19,8 @@ from alembic.script import ScriptDirectory
 from conftest import BASE_SETTINGS, ECHO, INSTANCE, IRIS, PG_URL
 from deployment_support import (
     ROOT,
+    Relay,
     ServiceContainers,
-    UnixRelay,
     build_service_image,
     logs,
     remove_model_containers,
@@ -250,7 +250,7 @@ def database_socket(tmp_path):
     directory.mkdir()
     directory.chmod(0o755)
     url = make_url(PG_URL)
-    relay = UnixRelay(directory / ".s.PGSQL.5432", (url.host or "127.0.0.1", url.port or 5432))
+    relay = Relay.unix(directory / ".s.PGSQL.5432", (url.host or "127.0.0.1", url.port or 5432))
     query = {**url.query, "host": "/run/postgresql"}
     yield directory, URL.create(url.drivername, url.username, url.password, database=url.database, query=query)
     relay.close()

@@ -19,11 +19,11 @@ import pytest
 import requests
 import yaml
 from conftest import ECHO, INSTANCE, PG_URL
-from deployment_support import ROOT, build_service_image
+from deployment_support import ROOT, Relay, build_service_image
 from kafka_support import PrivateBroker, create_topics, fresh_topics, producer, send
 from kubernetes import client as k8s
 from kubernetes import utils
-from kubernetes_support import Relay, admin, eventually, node_address, require_cluster
+from kubernetes_support import admin, eventually, node_address, require_cluster
 from sqlalchemy import make_url
 
 from inference_app.runtime import kube_objects
@@ -66,11 +66,11 @@ def reachable_from_pods(tmp_path):
     require_cluster()
     node = node_address()
     database = make_url(PG_URL)
-    relay = Relay(node, (database.host, database.port))
+    relay = Relay.tcp(node, (database.host, database.port))
     broker = PrivateBroker(tmp_path / "kafka", host=node)
     broker.start()
     try:
-        yield database.set(host=node, port=relay.address[1]).render_as_string(hide_password=False), broker.bootstrap
+        yield database.set(host=node, port=relay.port).render_as_string(hide_password=False), broker.bootstrap
     finally:
         broker.stop()
         relay.close()
