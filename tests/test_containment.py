@@ -8,11 +8,12 @@ import time
 
 import pytest
 import urllib3
-from conftest import NEVER_HEALTHY, managed_containers
+from conftest import BASE_SETTINGS, INSTANCE, NEVER_HEALTHY, managed_containers
 
 from inference_app.extensions import db
 from inference_app.models import ServedModel
 from inference_app.runtime import Endpoint
+from inference_app.runtime.isolation import network_name
 from inference_app.runtime.readiness import HEALTH_BODY_LIMIT, health_answer
 
 HEALTH_PROBE = "printf 'GET /health HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {host} 8080"
@@ -178,3 +179,19 @@ def test_code_loading_env_keys_are_refused_again_at_every_start(app, client, reg
     assert refused.status_code == 403
     assert "env key LD_PRELOAD changes how the container loads code" in refused.get_json()["error"]["message"]
     assert managed_containers(docker_client, model["id"]) == []
+
+
+@pytest.mark.settings(instance_name=f"{INSTANCE}open")
+def test_a_network_of_our_name_without_isolation_is_never_used(client, register, docker_client):
+    name = network_name(BASE_SETTINGS["container_prefix"], f"{INSTANCE}open")
+    squatter = docker_client.networks.create(name, driver="bridge")  # made by hand: traffic between containers on
+    try:
+        model = register()
+        refused = client.post(f"/api/models/{model['id']}/start")
+        assert refused.status_code == 502
+        message = refused.get_json()["error"]["message"]
+        assert f"the Docker network {name} exists but inter-container traffic is on" in message
+        assert managed_containers(docker_client, model["id"]) == []
+        assert {c.name for c in docker_client.networks.get(squatter.id).containers} == set()
+    finally:
+        squatter.remove()

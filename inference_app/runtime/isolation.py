@@ -16,6 +16,7 @@ import threading
 import docker
 import docker.errors
 
+from ..errors import ContainerFailed
 from . import labels
 
 logger = logging.getLogger(__name__)
@@ -25,6 +26,14 @@ ICC_OPTION = "com.docker.network.bridge.enable_icc"
 
 def network_name(prefix: str, instance: str) -> str:
     return f"{prefix}-{instance}-models"
+
+
+def open_network(name: str, why: str) -> ContainerFailed:
+    """A network of our name that someone made without the isolation: never put a model on it."""
+    return ContainerFailed(
+        f"the Docker network {name} exists but {why}, so models on it could reach one another; "
+        f"remove it (docker network rm {name}) and the service makes it again, isolated"
+    )
 
 
 class ModelsNetwork:
@@ -51,8 +60,12 @@ class ModelsNetwork:
 
     def _find(self, client: docker.DockerClient) -> str | None:
         # Several processes may race to create it: all of them then use the oldest-named one.
-        found = sorted(n.id for n in client.networks.list(names=[self.name]) if n.name == self.name)
-        return found[0] if found else None
+        found = sorted((n for n in client.networks.list(names=[self.name]) if n.name == self.name), key=lambda n: n.id)
+        if not found:
+            return None
+        if (found[0].attrs.get("Options") or {}).get(ICC_OPTION) != "false":
+            raise open_network(self.name, "inter-container traffic is on")
+        return found[0].id
 
     def _create(self, client: docker.DockerClient) -> str:
         client.networks.create(
@@ -87,7 +100,10 @@ class ModelNetworks:
         """The model's network (created first if missing), with this service's container on it."""
         name = self.name_for(model_id)
         with self._lock:
-            if not [n for n in client.networks.list(names=[name]) if n.name == name]:
+            found = [n for n in client.networks.list(names=[name]) if n.name == name]
+            if found and not found[0].attrs.get("Internal"):
+                raise open_network(name, "it is not internal")
+            if not found:
                 client.networks.create(
                     name,
                     driver="bridge",
