@@ -13,7 +13,7 @@ import time
 
 import pytest
 import yaml
-from conftest import CRASH, ECHO, INSTANCE, NEVER_HEALTHY
+from conftest import CRASH, ECHO, INSTANCE, NEVER_HEALTHY, built_app
 from kubernetes import client as k8s
 from kubernetes_support import NAMESPACE, admin, delete_objects, eventually, kube_settings, require_cluster
 
@@ -277,3 +277,19 @@ def test_readyz_says_the_kubernetes_api_is_unusable(client):
     assert response.status_code == 503
     reason = json.dumps(response.get_json()["checks"])
     assert "Kubernetes configuration" in reason
+
+
+def test_an_unreachable_api_is_503_and_readyz_says_so_through_the_service(database, docker_client, tmp_path):
+    with open(require_cluster()) as f:
+        kubeconfig = yaml.safe_load(f)
+    kubeconfig["clusters"][0]["cluster"]["server"] = "https://127.0.0.1:9"  # the API down: nothing listens
+    path = tmp_path / "kubeconfig"
+    path.write_text(json.dumps(kubeconfig))
+    with built_app(docker_client, **kube_settings(kubeconfig=str(path))) as app:
+        client = app.test_client()
+        ready = client.get("/readyz")
+        assert ready.status_code == 503 and "Kubernetes API unreachable" in json.dumps(ready.get_json()["checks"])
+        model = client.post("/api/models", json={"user_id": "alice", "model_name": "echo", "image": ECHO}).get_json()
+        answer = infer(client, model["id"])
+        assert answer.status_code == 503 and answer.get_json()["error"]["code"] == "engine_unavailable"
+        assert "Retry-After" in answer.headers
