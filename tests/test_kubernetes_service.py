@@ -205,6 +205,24 @@ def test_a_pod_lost_under_a_request_is_retried_once(client, register):
     assert now.metadata.name != pod.metadata.name
 
 
+def test_an_evicted_pod_is_noticed_and_its_model_started_again_on_demand(app, client, register):
+    """The Eviction API (a node drain, or a cluster autoscaler making room) takes the model's pod."""
+    model = register()
+    assert client.post(f"/api/models/{model['id']}/infer", json={}).status_code == 200
+    [pod] = pods(model["id"])
+    eviction = k8s.V1Eviction(metadata=k8s.V1ObjectMeta(name=pod.metadata.name, namespace=NAMESPACE))
+    k8s.CoreV1Api(admin()).create_namespaced_pod_eviction(pod.metadata.name, NAMESPACE, eviction)
+    eventually(lambda: all(p.metadata.name != pod.metadata.name for p in pods(model["id"])), 30, "the pod to go")
+    with app.app_context():
+        report = reconcile()
+    assert report.vanished == [model["id"]]
+    assert shown(client, model["id"])["status"] == "stopped" and "vanished" in events(client, model["id"])
+    again = client.post(f"/api/models/{model['id']}/infer", json={"n": 4})
+    assert again.status_code == 200 and again.headers["X-Cold-Start"] == "true"
+    [now] = pods(model["id"])
+    assert now.metadata.name != pod.metadata.name
+
+
 @on_cluster(scale_up_window_seconds=0.5, scale_down_delay_seconds=1.0, queue_timeout_seconds=20.0)
 def test_replicas_are_pods_of_the_models_deployment_added_and_removed_exactly(app, client, register, live_server):
     from test_replicas import Load, Scaler, replicas
