@@ -18,12 +18,14 @@
 #   KAFKA_HEAP_OPTS          JVM heap options (default -Xms256m -Xmx512m)
 #   KAFKA_JVM_OPTS           extra JVM options (default empty)
 #   KAFKA_START_TIMEOUT      seconds to wait for readiness (default 60)
-#   KAFKA_SECURITY           plaintext (default) or sasl: a broker whose client listeners all require
+#   KAFKA_SECURITY           plaintext (default) or sasl: a broker whose SASL listeners require
 #                            SASL (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512): SASL_PLAINTEXT on
-#                            KAFKA_TEST_PORT and SASL_SSL on KAFKA_SSL_PORT, with a CA and a server
-#                            certificate made by openssl. Users and passwords are generated on the first
+#                            KAFKA_TEST_PORT and SASL_SSL on KAFKA_SSL_PORT, plus TLS alone (SSL) on
+#                            KAFKA_TLS_PORT, with a CA and a server certificate made by openssl. Users and passwords are generated on the first
 #                            start and kept (mode 600) in the state directory; `client-env` prints them.
 #   KAFKA_SSL_PORT           SASL_SSL port of a sasl broker (default KAFKA_TEST_PORT+2)
+#   KAFKA_TLS_PORT           SSL port of a sasl broker: TLS without SASL, for clients of protocol SSL
+#                            (default KAFKA_TEST_PORT+3)
 #   KAFKA_STATE_DIR          data, logs, pid file, credentials (default $CACHE/kafka/<port>, and
 #                            $CACHE/kafka/<port>-sasl for a sasl broker)
 #   KAFKA_OWNER_PID          stop the broker when this process exits, even when it dies without
@@ -46,6 +48,7 @@ CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-$((PORT + 1))}"
 HOST="${KAFKA_HOST:-127.0.0.1}"
 SECURITY="${KAFKA_SECURITY:-plaintext}"
 SSL_PORT="${KAFKA_SSL_PORT:-$((PORT + 2))}"
+TLS_PORT="${KAFKA_TLS_PORT:-$((PORT + 3))}"
 case "$SECURITY" in
     plaintext) DEFAULT_STATE_DIR="$CACHE/kafka/$PORT" ;;
     sasl) DEFAULT_STATE_DIR="$CACHE/kafka/$PORT-sasl" ;;
@@ -306,13 +309,13 @@ EOF
     plain="org.apache.kafka.common.security.plain.PlainLoginModule required username=\"$KAFKA_ADMIN_USER\" password=\"$KAFKA_ADMIN_PASSWORD\" user_$KAFKA_ADMIN_USER=\"$KAFKA_ADMIN_PASSWORD\" user_$KAFKA_CLIENT_USER=\"$KAFKA_CLIENT_PASSWORD\";"
     scram="org.apache.kafka.common.security.scram.ScramLoginModule required;"
     cat <<EOF
-listeners=SASL_PLAINTEXT://$HOST:$PORT,SASL_SSL://$HOST:$SSL_PORT,CONTROLLER://$HOST:$CONTROLLER_PORT
-advertised.listeners=SASL_PLAINTEXT://$HOST:$PORT,SASL_SSL://$HOST:$SSL_PORT
+listeners=SASL_PLAINTEXT://$HOST:$PORT,SASL_SSL://$HOST:$SSL_PORT,SSL://$HOST:$TLS_PORT,CONTROLLER://$HOST:$CONTROLLER_PORT
+advertised.listeners=SASL_PLAINTEXT://$HOST:$PORT,SASL_SSL://$HOST:$SSL_PORT,SSL://$HOST:$TLS_PORT
 inter.broker.listener.name=SASL_PLAINTEXT
 sasl.mechanism.inter.broker.protocol=PLAIN
 sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT
+listener.security.protocol.map=SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL,SSL:SSL,CONTROLLER:PLAINTEXT
 ssl.keystore.type=PKCS12
 ssl.keystore.location=$TLS_DIR/server.p12
 ssl.keystore.password=$KAFKA_KEYSTORE_PASSWORD
@@ -473,7 +476,7 @@ cmd_start() {
     fi
     rm -f "$PID_FILE"
     local port
-    for port in "$PORT" "$CONTROLLER_PORT" $([[ "$SECURITY" == sasl ]] && echo "$SSL_PORT"); do
+    for port in "$PORT" "$CONTROLLER_PORT" $([[ "$SECURITY" == sasl ]] && echo "$SSL_PORT $TLS_PORT"); do
         if tcp_open "$HOST" "$port"; then
             die "port $HOST:$port is in use by another process (not started by this script); set KAFKA_TEST_PORT or KAFKA_BOOTSTRAP_SERVERS"
         fi
@@ -562,6 +565,7 @@ cmd_client_env() {
     source "$CREDENTIALS"
     echo "KAFKA_SASL_BOOTSTRAP_SERVERS=$HOST:$PORT"
     echo "KAFKA_SSL_BOOTSTRAP_SERVERS=$HOST:$SSL_PORT"
+    echo "KAFKA_TLS_BOOTSTRAP_SERVERS=$HOST:$TLS_PORT"
     echo "KAFKA_SASL_USERNAME=$KAFKA_CLIENT_USER"
     echo "KAFKA_SASL_PASSWORD=$KAFKA_CLIENT_PASSWORD"
     echo "KAFKA_SSL_CAFILE=$TLS_DIR/ca.pem"

@@ -123,7 +123,7 @@ class PrivateBroker:
     host: str = "127.0.0.1"  # where it listens and what it advertises
 
     def __post_init__(self) -> None:
-        self.port, self.controller_port, self.ssl_port = free_ports(3)
+        self.port, self.controller_port, self.ssl_port, self.tls_port = free_ports(4)
 
     @property
     def bootstrap(self) -> str:
@@ -137,6 +137,7 @@ class PrivateBroker:
             KAFKA_TEST_PORT=str(self.port),
             KAFKA_CONTROLLER_PORT=str(self.controller_port),
             KAFKA_SSL_PORT=str(self.ssl_port),
+            KAFKA_TLS_PORT=str(self.tls_port),
             KAFKA_STATE_DIR=str(self.state_dir),
             KAFKA_OWNER_PID=str(os.getpid()),
             KAFKA_HEAP_OPTS="-Xms128m -Xmx384m",

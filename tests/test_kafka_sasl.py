@@ -15,7 +15,8 @@ from inference_app.services.context import context
 
 @pytest.fixture(scope="module")
 def sasl_broker(tmp_path_factory):
-    """A private broker whose every client listener requires SASL; its users and CA made on start."""
+    """A private broker whose SASL_PLAINTEXT and SASL_SSL listeners require SASL, plus a TLS-only
+    (SSL) one; its users and CA made on start."""
     broker = PrivateBroker(tmp_path_factory.mktemp("kafka-sasl"), security="sasl")
     broker.start()
     broker.env = broker.client_env()
@@ -26,6 +27,13 @@ def sasl_broker(tmp_path_factory):
 def security(broker, protocol: str, mechanism: str, password: str | None = None, cafile: str | None = None) -> dict:
     """(settings overrides, kafka-python options) for a client of the broker."""
     env = broker.env
+    if protocol == "SSL":  # TLS without SASL: no user, the CA only
+        settings = {
+            "kafka_bootstrap_servers": env["KAFKA_TLS_BOOTSTRAP_SERVERS"],
+            "kafka_security_protocol": "SSL",
+            "kafka_ssl_cafile": cafile or env["KAFKA_SSL_CAFILE"],
+        }
+        return settings, {"security_protocol": "SSL", "ssl_cafile": env["KAFKA_SSL_CAFILE"]}
     bootstrap = env["KAFKA_SSL_BOOTSTRAP_SERVERS"] if protocol == "SASL_SSL" else env["KAFKA_SASL_BOOTSTRAP_SERVERS"]
     settings = {
         "kafka_bootstrap_servers": bootstrap,
@@ -48,7 +56,13 @@ def security(broker, protocol: str, mechanism: str, password: str | None = None,
 
 @pytest.mark.parametrize(
     "protocol, mechanism",
-    [("SASL_PLAINTEXT", "PLAIN"), ("SASL_PLAINTEXT", "SCRAM-SHA-256"), ("SASL_SSL", "SCRAM-SHA-512")],
+    [
+        ("SASL_PLAINTEXT", "PLAIN"),
+        ("SASL_PLAINTEXT", "SCRAM-SHA-256"),
+        ("SASL_SSL", "SCRAM-SHA-512"),
+        ("SASL_SSL", "PLAIN"),
+        ("SSL", None),
+    ],
 )
 def test_events_are_registered_through_a_broker_that_requires_sasl(
     database, docker_client, sasl_broker, protocol, mechanism, caplog
@@ -72,7 +86,7 @@ def test_events_are_registered_through_a_broker_that_requires_sasl(
             assert model["user_id"] == "sasl" and listener.state == "connected"
         finally:
             listener.stop()
-    password = settings["kafka_sasl_password"]
+    password = settings.get("kafka_sasl_password") or sasl_broker.env["KAFKA_SASL_PASSWORD"]
     leaked = [
         (r.name, r.getMessage()[:300])
         for r in caplog.records
