@@ -64,9 +64,7 @@ def _parse(text: str) -> bytes:
     return text.encode("utf-8")
 
 
-def _ask(model: ServedModel, text: str) -> Answer:
-    body = _parse(text)
-    target = inference.admit(model.id, model.version, viewer())  # this version, as the API's ?version=
+def _ask(target: inference.ModelView, body: bytes) -> Answer:
     request_id = inference.request_id_from(None)
     began = time.monotonic()
     result = inference.infer(
@@ -129,9 +127,13 @@ def infer_model(model_id: int):
     text = request.form.get("body", "")
     answer, error, status = None, None, 200
     try:
-        release = rate_limit.enter_inference(viewer())  # the API's per-token limits (admit: the rate)
+        body = _parse(text)
+        # the API's way in, in the API's order: the rate and the model (admit), then the caller's
+        # concurrent inferences; this version, as the API's ?version=
+        target = inference.admit(model.id, model.version, viewer())
+        release = rate_limit.enter_inference(viewer())
         try:
-            answer = _ask(model, text)
+            answer = _ask(target, body)
         finally:
             release()
     except ServiceError as exc:
