@@ -49,9 +49,16 @@ def delete_objects(instance: str, namespace: str = NAMESPACE) -> None:
     from inference_app.runtime import kube_objects
 
     api = admin()
+    apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
     selector = f"{kube_objects.INSTANCE}={instance}"
-    client.AppsV1Api(api).delete_collection_namespaced_deployment(namespace, label_selector=selector)
-    client.CoreV1Api(api).delete_collection_namespaced_pod(namespace, label_selector=selector, grace_period_seconds=0)
+    apps.delete_collection_namespaced_deployment(namespace, label_selector=selector)
+    # A ReplicaSet outlives its Deployment until the garbage collector comes, and replaces the pods
+    # deleted meanwhile: delete them until none is left, or the next test meets a stray of ours.
+    gone = lambda: not apps.list_namespaced_replica_set(namespace, label_selector=selector).items  # noqa: E731
+    wait_for(gone, 60, f"the ReplicaSets of {instance} to go", interval=0.2)
+    core.delete_collection_namespaced_pod(namespace, label_selector=selector, grace_period_seconds=0)
+    left = lambda: not core.list_namespaced_pod(namespace, label_selector=selector).items  # noqa: E731
+    wait_for(left, 60, f"the pods of {instance} to go", interval=0.2)
     client.NetworkingV1Api(api).delete_collection_namespaced_network_policy(namespace, label_selector=selector)
 
 

@@ -96,13 +96,18 @@ def test_the_manifests_serve_a_model_registered_through_kafka(app, service_image
         "WEB_CONCURRENCY": "1",
         "GUNICORN_THREADS": "8",
     }
+    metrics_token = secrets.token_hex(16)
     core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=namespace)))
     try:
         core.create_namespaced_secret(
             namespace,
             k8s.V1Secret(
                 metadata=k8s.V1ObjectMeta(name="inference-service"),
-                string_data={"DATABASE_URL": database_url, "SECRET_KEY": secrets.token_hex(32)},
+                string_data={
+                    "DATABASE_URL": database_url,
+                    "SECRET_KEY": secrets.token_hex(32),
+                    "METRICS_TOKEN": metrics_token,  # an optional key; KAFKA_SASL_PASSWORD is left out
+                },
             ),
         )
         docs = adapted(manifests(), service_image, settings)
@@ -126,6 +131,9 @@ def test_the_manifests_serve_a_model_registered_through_kafka(app, service_image
         service = core.read_namespaced_service("inference-service", namespace)
         base = f"http://{service.spec.cluster_ip}:8002"  # the in-cluster Service, through kube-proxy
         assert requests.get(f"{base}/readyz", timeout=5).status_code == 200
+        assert requests.get(f"{base}/metrics", timeout=5).status_code == 401  # METRICS_TOKEN from the Secret
+        scraped = requests.get(f"{base}/metrics", headers={"Authorization": f"Bearer {metrics_token}"}, timeout=5)
+        assert scraped.status_code == 200 and "inference_containers_cap" in scraped.text
 
         event = {"event_id": f"k8s-{uuid.uuid4().hex[:8]}", "user_id": "deploy", "model_name": "echo", "image": ECHO}
         prod = producer(bootstrap)
