@@ -9,6 +9,10 @@ image pulls, crash loops, and an API server that does not answer. A few go throu
 from __future__ import annotations
 
 import json
+import os
+import socket
+import ssl
+import threading
 import time
 
 import pytest
@@ -279,13 +283,59 @@ def test_readyz_says_the_kubernetes_api_is_unusable(client):
     assert "Kubernetes configuration" in reason
 
 
-def test_an_unreachable_api_is_503_and_readyz_says_so_through_the_service(database, docker_client, tmp_path):
+def kubeconfig_for(server: str, tmp_path) -> str:
+    """The test cluster's admin kubeconfig, pointed at another API server address."""
     with open(require_cluster()) as f:
         kubeconfig = yaml.safe_load(f)
-    kubeconfig["clusters"][0]["cluster"]["server"] = "https://127.0.0.1:9"  # the API down: nothing listens
+    kubeconfig["clusters"][0]["cluster"]["server"] = server
     path = tmp_path / "kubeconfig"
     path.write_text(json.dumps(kubeconfig))
-    with built_app(docker_client, **kube_settings(kubeconfig=str(path))) as app:
+    return str(path)
+
+
+def _silent_api_server() -> socket.socket:
+    """A TLS server with the test cluster's API server certificate that never answers a request
+    (a hung API server): the handshake passes, then nothing, until the test closes it."""
+    pki = os.path.dirname(require_cluster())  # the admin kubeconfig lives beside the certificates
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(os.path.join(pki, "apiserver.crt"), os.path.join(pki, "apiserver.key"))
+    listener = socket.create_server(("127.0.0.1", 0))
+    held = []
+
+    def serve():
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return  # closed
+            try:
+                held.append(tls.wrap_socket(conn, server_side=True))  # read nothing, answer nothing
+            except (OSError, ssl.SSLError):
+                conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return listener
+
+
+def test_readyz_is_not_held_by_a_silent_api_server(database, docker_client, tmp_path):
+    silent = _silent_api_server()
+    server = f"https://127.0.0.1:{silent.getsockname()[1]}"
+    try:
+        with built_app(docker_client, **kube_settings(kubeconfig=kubeconfig_for(server, tmp_path))) as app:
+            answers = []
+            probe = threading.Thread(target=lambda: answers.append(app.test_client().get("/readyz")), daemon=True)
+            probe.start()
+            probe.join(timeout=15)  # PING_TIMEOUT bounds it (a try or two of 1 + 2 s); the read timeout is 20 s
+            assert answers, "/readyz was still waiting for a silent API server"
+            assert answers[0].status_code == 503
+            assert "Kubernetes API unreachable" in json.dumps(answers[0].get_json()["checks"])
+    finally:
+        silent.close()
+
+
+def test_an_unreachable_api_is_503_and_readyz_says_so_through_the_service(database, docker_client, tmp_path):
+    path = kubeconfig_for("https://127.0.0.1:9", tmp_path)  # the API down: nothing listens
+    with built_app(docker_client, **kube_settings(kubeconfig=path)) as app:
         client = app.test_client()
         ready = client.get("/readyz")
         assert ready.status_code == 503 and "Kubernetes API unreachable" in json.dumps(ready.get_json()["checks"])

@@ -22,6 +22,7 @@ from kubernetes.config.config_exception import ConfigException
 from ..errors import ContainerFailed, EngineUnavailable, ServiceError
 
 REQUEST_TIMEOUT = (3.0, 20.0)  # connect, read: an unreachable API fails fast, never hangs
+PING_TIMEOUT = (1.0, 2.0)  # /readyz's look: a silent API server must not hold a readiness probe
 WATCH_CHUNK = 10.0  # seconds one watch request lasts before it is renewed
 
 

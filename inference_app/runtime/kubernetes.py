@@ -24,7 +24,7 @@ from ..errors import ContainerFailed, EngineUnavailable, ImageMissing, NoCapacit
 from . import kube_objects as objects
 from . import kube_status as status
 from .base import Endpoint, Instance, InstanceSpec, Runtime
-from .kube_api import WATCH_CHUNK, KubeApi, refused
+from .kube_api import PING_TIMEOUT, WATCH_CHUNK, KubeApi, refused
 from .readiness import ended_error, health_answer, poll_ready
 
 logger = logging.getLogger(__name__)
@@ -62,7 +62,13 @@ class KubernetesRuntime(Runtime):
 
     def ping(self) -> None:
         """Raise EngineUnavailable unless the API answers and lets us list pods in our namespace."""
-        self.kube.call(self.kube.core.list_namespaced_pod, self.namespace, limit=1, label_selector=self._selector())
+        self.kube.call(
+            self.kube.core.list_namespaced_pod,
+            self.namespace,
+            limit=1,
+            label_selector=self._selector(),
+            _request_timeout=PING_TIMEOUT,
+        )
 
     def deployment_for(self, model_id: int) -> str:
         return objects.deployment_name(self.settings.container_prefix, self.settings.instance_name, model_id)
