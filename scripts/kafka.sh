@@ -21,8 +21,9 @@
 #   KAFKA_SECURITY           plaintext (default) or sasl: a broker whose SASL listeners require
 #                            SASL (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512): SASL_PLAINTEXT on
 #                            KAFKA_TEST_PORT and SASL_SSL on KAFKA_SSL_PORT, plus TLS alone (SSL) on
-#                            KAFKA_TLS_PORT, with a CA and a server certificate made by openssl. Users and passwords are generated on the first
-#                            start and kept (mode 600) in the state directory; `client-env` prints them.
+#                            KAFKA_TLS_PORT, with a CA and a server certificate made by openssl.
+#                            Users and passwords are generated on the first start and kept (mode 600)
+#                            in the state directory; `client-env` prints them.
 #   KAFKA_SSL_PORT           SASL_SSL port of a sasl broker (default KAFKA_TEST_PORT+2)
 #   KAFKA_TLS_PORT           SSL port of a sasl broker: TLS without SASL, for clients of protocol SSL
 #                            (default KAFKA_TEST_PORT+3)
